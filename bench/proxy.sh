@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# bench/proxy.sh -- keyway vs nginx vs HAProxy: throughput, latency, idle memory.
+#
+# One run:
+#   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set;
+#   2. starts an nginx upstream that answers every request with "ok\n";
+#   3. starts three proxies in front of it: nginx, HAProxy, keyway
+#      (keyway with an unauthenticated route `/` and an api-key route `/keyed/`);
+#   4. runs wrk (1 thread, 50 connections) against each target after a 1s
+#      warm-up, parses req/s and p50/p99 latency;
+#   5. opens 1000 idle keep-alive HTTP connections to each proxy and reads the
+#      proxy's VmHWM / VmRSS from /proc;
+#   6. prints a table, ratios and PASS/MISS against keyway's targets.
+#
+# Exit status: 0 when the measurement completed (even if a target is MISSed),
+# non-zero when anything failed to build, start or respond correctly.
+#
+# Environment:
+#   KEYWAY_BIN=path     use this keyway binary instead of building one
+#   DURATION=10s        wrk duration per target (default 10s)
+#   BENCH_SMOKE=1       quick run for CI: wrk -d2s (overrides DURATION)
+#   IDLE_CONNS=1000     idle keep-alive connections for the memory measurement
+#   BENCH_KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output)
+#   BENCH_SKIP_KEYWAY=1 benchmark only nginx/HAProxy (to test this harness
+#                       itself while keyway does not build); keyway rows,
+#                       ratios and targets are reported as n/a
+#
+# CPU pinning: if `taskset` exists and there are >= 2 CPUs, the proxy under
+# test runs on core 0 while wrk, the upstream nginx and the idle-connection
+# client run on core 1, so the proxy never competes with the load generator
+# for CPU. Every proxy (and its workers/threads) gets core 0 alone.
+#
+# Adding rows: start the extra server (e.g. a HAProxy frontend with
+# jwt_verify, or a keyway route with a jwt authenticator) and call
+#   bench_target NAME URL [extra wrk args...]
+# in the "benchmarks" section; results land in RPS[NAME], P50[NAME],
+# P99[NAME] and are printed in order. Add ratio targets with
+#   check_ratio LABEL "$(ratio "$(val RPS a)" "$(val RPS b)")" ">=" THRESHOLD
+# and idle-memory rows with measure_idle NAME PORT PID.
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO_ROOT=$(pwd)
+BENCH_DIR=$REPO_ROOT/bench
+
+# ----------------------------------------------------------------- settings --
+DURATION=${DURATION:-10s}
+if [[ ${BENCH_SMOKE:-0} == 1 ]]; then DURATION=2s; fi
+WARMUP=1s
+WRK_THREADS=1
+WRK_CONNS=50
+IDLE_CONNS=${IDLE_CONNS:-1000}
+SKIP_KEYWAY=${BENCH_SKIP_KEYWAY:-0}
+READY_TIMEOUT=15   # seconds allowed for a server to start answering
+API_KEY="kw-bench-$$-0123456789abcdef"
+
+# targets for keyway (plain route) -- see check_ratio calls at the end
+TARGET_RPS_VS_NGINX=1.0
+TARGET_RPS_VS_HAPROXY=1.0
+TARGET_P99_VS_NGINX=1.0
+TARGET_P99_VS_HAPROXY=1.0
+TARGET_APIKEY_VS_PLAIN=0.95
+TARGET_PEAK_RSS_MB=30
+
+# ------------------------------------------------------------------ helpers --
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+for tool in nginx haproxy wrk curl python3 sha256sum awk ss; do
+    command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool"
+done
+
+# 1000 idle connections + wrk + upstream keep-alive need more than 1024 fds.
+# Children (proxies, idle_conns.py) inherit the limit. Never lower it.
+if [[ $(ulimit -n) != unlimited ]] && (($(ulimit -n) < 4096)); then
+    ulimit -n 4096 || die "cannot raise 'ulimit -n' to 4096 (hard limit $(ulimit -Hn))"
+fi
+# Connection limits for nginx/HAProxy: idle conns + benchmark conns + slack.
+# HAProxy needs ~2 fds per connection and refuses to start if the fd limit is
+# below that, so keep 2*MAX_CONNS under the (>= 4096) fd limit.
+MAX_CONNS=$((IDLE_CONNS + 500))
+if [[ $(ulimit -n) != unlimited ]] && ((2 * MAX_CONNS + 100 > $(ulimit -n))); then
+    die "IDLE_CONNS=$IDLE_CONNS too large for 'ulimit -n' $(ulimit -n)"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/keyway-bench.XXXXXX")
+# nginx workers drop privileges to 'nobody' when started as root; they must be
+# able to traverse into the temp dir to reach their temp paths.
+chmod 711 "$TMP"
+
+declare -a PIDS=()          # every background process we started, in order
+declare -A PID_NAME=()      # pid -> human name
+declare -A RPS=() P50=() P99=() ERRS=()
+declare -a ORDER=()         # bench_target names in the order they ran
+declare -A IDLE_HWM=() IDLE_RSS=() IDLE_RSS0=() IDLE_ESTAB=() IDLE_OPEN=()
+declare -a IDLE_ORDER=()
+
+# alive PID: process exists and is not a zombie (our dead children stay
+# zombies until reaped, so `kill -0` alone is not enough).
+alive() {
+    local st
+    st=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
+child_pids() {
+    if command -v pgrep >/dev/null 2>&1; then
+        pgrep -P "$1" || true
+    else
+        ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true
+    fi
+}
+
+# stop_pid PID: TERM, poll up to 5s, then KILL; also reap leftover children
+# (nginx workers) by pid.
+stop_pid() {
+    local pid=$1 kids i
+    kids=$(child_pids "$pid")
+    if alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            alive "$pid" || break
+            sleep 0.05
+        done
+        if alive "$pid"; then
+            log "${PID_NAME[$pid]:-pid $pid} did not exit on TERM; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+    for i in $kids; do
+        if alive "$i"; then kill -KILL "$i" 2>/dev/null || true; fi
+    done
+}
+
+cleanup() {
+    local rc=$? i f
+    trap - EXIT INT TERM
+    set +e
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}"
+    done
+    if ((rc != 0)); then
+        for f in "$TMP"/*.log; do
+            [[ -s $f && $f != *-configtest.log ]] || continue
+            printf '[bench] ---- last lines of %s ----\n' "${f##*/}" >&2
+            tail -n 20 "$f" >&2
+        done
+    fi
+    if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then
+        log "kept temp dir: $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# start_bg NAME LOGFILE CMD...: run CMD in the background, register it for
+# cleanup; its pid is left in LAST_PID. (`taskset` execs the command, so the
+# pid is the real server's pid.)
+start_bg() {
+    local name=$1 logf=$2
+    shift 2
+    "$@" >"$logf" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    PID_NAME[$LAST_PID]=$name
+}
+
+# forget_pid PID: drop an already-reaped pid from the cleanup list (so cleanup
+# can never signal an unrelated process that reused the pid).
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# wait_http NAME URL PID: poll until URL answers any HTTP status.
+wait_http() {
+    local name=$1 url=$2 pid=$3 code deadline=$((SECONDS + READY_TIMEOUT))
+    while :; do
+        if ! alive "$pid"; then
+            local st=0
+            wait "$pid" || st=$?
+            die "$name exited during startup (exit status $st)"
+        fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
+        [[ $code =~ ^[1-5][0-9][0-9]$ ]] && return 0
+        ((SECONDS < deadline)) || die "$name not answering on $url after ${READY_TIMEOUT}s"
+        sleep 0.05
+    done
+}
+
+# expect_status NAME WANT URL [curl args...]: one request, must return WANT;
+# when WANT is 200 the body must be the upstream's "ok".
+expect_status() {
+    local name=$1 want=$2 url=$3 out code body
+    shift 3
+    out=$(curl -sS --max-time 5 -w '\n%{http_code}' "$@" "$url" 2>&1) ||
+        die "$name: request to $url failed: $out"
+    code=${out##*$'\n'}
+    body=${out%$'\n'*}
+    body=${body%$'\n'}   # upstream body is "ok\n"
+    [[ $code == "$want" ]] || die "$name: $url returned HTTP $code, expected $want (body: ${body:0:200})"
+    if [[ $want == 200 && $body != ok ]]; then
+        die "$name: $url returned unexpected body: ${body:0:200}"
+    fi
+    log "ok: $name $url -> $code"
+}
+
+check_all_alive() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        alive "$pid" || die "${PID_NAME[$pid]:-pid $pid} died ($1)"
+    done
+}
+
+# Free loopback ports: bind them all at once (so they are distinct) to port 0.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+' "$1"
+}
+
+# Convert a wrk output file into "RPS P50_US P99_US SOCKET_ERRORS NON2XX".
+parse_wrk() {
+    awk '
+    function to_us(v,   n, u) {
+        n = v + 0
+        u = v
+        sub(/^[0-9.]+/, "", u)
+        if (u == "us") return n
+        if (u == "ns") return n / 1000
+        if (u == "ms") return n * 1000
+        if (u == "s")  return n * 1000000
+        if (u == "m")  return n * 60000000
+        if (u == "h")  return n * 3600000000
+        return "NA"
+    }
+    /^[ \t]*Requests\/sec:/         { rps = $2 }
+    /^[ \t]*Latency Distribution/   { dist = 1; next }
+    dist && $1 == "50%"             { p50 = to_us($2) }
+    dist && $1 == "99%"             { p99 = to_us($2); dist = 0 }
+    /^[ \t]*Socket errors:/ {
+        for (i = 3; i <= NF; i++) { x = $i; gsub(/,/, "", x); if (x ~ /^[0-9]+$/) errs += x }
+    }
+    /Non-2xx or 3xx responses:/     { non2xx = $NF }
+    END {
+        printf "%s %s %s %d %d\n", (rps == "" ? "NA" : rps), (p50 == "" ? "NA" : p50),
+               (p99 == "" ? "NA" : p99), errs, non2xx
+    }' "$1"
+}
+
+is_num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+
+# bench_target NAME URL [extra wrk args...]
+bench_target() {
+    local name=$1 url=$2 out parsed rps p50 p99 errs non2xx
+    shift 2
+    out=$TMP/wrk-$name.txt
+
+    log "warm-up: $name ($WARMUP)"
+    "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WARMUP" "$@" "$url" \
+        >"$TMP/wrk-$name-warmup.txt" 2>&1 ||
+        die "wrk warm-up failed for $name: $(cat "$TMP/wrk-$name-warmup.txt")"
+
+    log "bench:   $name ($DURATION) $url"
+    "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$DURATION" --latency "$@" "$url" \
+        >"$out" 2>&1 ||
+        die "wrk failed for $name: $(cat "$out")"
+    check_all_alive "during benchmark of $name"
+
+    parsed=$(parse_wrk "$out")
+    read -r rps p50 p99 errs non2xx <<<"$parsed"
+    if ((non2xx > 0)); then
+        cat "$out" >&2
+        die "$name: wrk reported $non2xx Non-2xx or 3xx responses"
+    fi
+    if ! is_num "$rps" || ! is_num "$p50" || ! is_num "$p99" ||
+        awk -v r="$rps" 'BEGIN { exit !(r <= 0) }'; then
+        cat "$out" >&2
+        die "$name: could not parse wrk output (rps=$rps p50=$p50 p99=$p99)"
+    fi
+    if ((errs > 0)); then
+        log "warning: $name: wrk reported $errs socket errors"
+    fi
+    RPS[$name]=$rps
+    P50[$name]=$p50
+    P99[$name]=$p99
+    ERRS[$name]=$errs
+    ORDER+=("$name")
+}
+
+# proc_kb PID FIELD: value in kB of VmHWM / VmRSS from /proc/PID/status
+proc_kb() {
+    awk -v f="$2:" '$1 == f { print $2; found = 1 } END { exit !found }' "/proc/$1/status" ||
+        die "cannot read $2 from /proc/$1/status"
+}
+
+# measure_idle NAME PORT PID: open IDLE_CONNS idle keep-alive connections to
+# 127.0.0.1:PORT, then record VmHWM/VmRSS of PID (the process serving them).
+measure_idle() {
+    local name=$1 port=$2 pid=$3 out ipid deadline estab
+    out=$TMP/idle-$name.log
+    alive "$pid" || die "$name (pid $pid) is not running"
+    IDLE_RSS0[$name]=$(proc_kb "$pid" VmRSS)
+
+    log "idle:    $name: opening $IDLE_CONNS keep-alive connections"
+    start_bg "idle_conns($name)" "$out" \
+        "${PIN_LOAD[@]}" python3 "$BENCH_DIR/idle_conns.py" --hold signal 127.0.0.1 "$port" "$IDLE_CONNS"
+    ipid=$LAST_PID
+    deadline=$((SECONDS + 60))
+    until grep -q '^ready ' "$out"; do
+        alive "$ipid" || die "idle_conns.py against $name failed: $(cat "$out")"
+        ((SECONDS < deadline)) || die "idle_conns.py against $name not ready after 60s"
+        sleep 0.05
+    done
+    alive "$pid" || die "$name died while opening idle connections"
+
+    IDLE_HWM[$name]=$(proc_kb "$pid" VmHWM)
+    IDLE_RSS[$name]=$(proc_kb "$pid" VmRSS)
+    # established server-side sockets on the proxy's listening port
+    estab=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    IDLE_ESTAB[$name]=$estab
+
+    kill -TERM "$ipid"
+    wait "$ipid" || die "idle_conns.py against $name exited with an error: $(cat "$out")"
+    forget_pid "$ipid"
+    IDLE_OPEN[$name]=$(awk '$1 == "still-open" { print $2 }' "$out")
+    IDLE_ORDER+=("$name")
+}
+
+# ratio A B -> A/B with 3 decimals, or n/a
+ratio() {
+    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"
+        else printf "%.3f\n", a / b
+    }'
+}
+
+kb_to_mb() { awk -v k="${1:-}" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.1f\n", k / 1024; else print "n/a" }'; }
+
+# check_ratio LABEL VALUE OP THRESHOLD -> prints a line with PASS/MISS
+# (OP is >= or <=; VALUE may be n/a).
+N_PASS=0 N_MISS=0 N_NA=0
+check_ratio() {
+    local label=$1 value=$2 op=$3 thr=$4 verdict
+    verdict=$(awk -v v="$value" -v op="$op" -v t="$thr" 'BEGIN {
+        if (v !~ /^[0-9.]+$/) { print "n/a"; exit }
+        ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0)
+        print (ok ? "PASS" : "MISS")
+    }')
+    case $verdict in
+        PASS) N_PASS=$((N_PASS + 1)) ;;
+        MISS) N_MISS=$((N_MISS + 1)) ;;
+        *) N_NA=$((N_NA + 1)) ;;
+    esac
+    printf '  %-36s %9s   target %s %-6s %s\n' "$label" "$value" "$op" "$thr" "$verdict"
+}
+
+# ------------------------------------------------------------------ pinning --
+if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
+    PIN_PROXY=(taskset -c 0)  # proxy under test: core 0
+    PIN_LOAD=(taskset -c 1)   # wrk, upstream nginx, idle_conns.py: core 1
+    PINNING="proxy on core 0; wrk + upstream on core 1"
+else
+    PIN_PROXY=()
+    PIN_LOAD=()
+    PINNING="none (taskset missing or < 2 CPUs)"
+fi
+
+# -------------------------------------------------------------------- build --
+if [[ $SKIP_KEYWAY == 1 ]]; then
+    log "BENCH_SKIP_KEYWAY=1: not building or running keyway"
+elif [[ -n ${KEYWAY_BIN:-} ]]; then
+    [[ -x $KEYWAY_BIN ]] || die "KEYWAY_BIN=$KEYWAY_BIN is not an executable file"
+else
+    log "building keyway (cargo build --release)"
+    cargo build --release
+    KEYWAY_BIN=$REPO_ROOT/target/release/keyway
+    [[ -x $KEYWAY_BIN ]] || die "build did not produce $KEYWAY_BIN"
+fi
+
+# -------------------------------------------------------------------- ports --
+ports=$(free_ports 4) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY <<<"$ports"
+[[ -n ${P_KEYWAY:-} ]] || die "cannot allocate free ports (got: $ports)"
+
+# ------------------------------------------------------------------- nginx --
+# nginx_conf NAME BODY: full nginx config with a private prefix under $TMP.
+nginx_conf() {
+    local name=$1 body=$2 dir=$TMP/$1
+    mkdir -p "$dir"
+    cat >"$TMP/$name.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $TMP/$name-error.log warn;
+pid $dir/nginx.pid;
+events { worker_connections $MAX_CONNS; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    # Don't close client keep-alive connections every 1000 requests (nginx
+    # default); HAProxy and keyway don't either.
+    keepalive_requests 1000000;
+$body
+}
+EOF
+}
+
+# start_nginx NAME PIN...: validate and start; pid in LAST_PID
+start_nginx() {
+    local name=$1
+    shift
+    nginx -p "$TMP/$name/" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -t \
+        >"$TMP/$name-configtest.log" 2>&1 || die "nginx config $name invalid: $(cat "$TMP/$name-configtest.log")"
+    start_bg "nginx-$name" "$TMP/$name.log" \
+        "$@" nginx -p "$TMP/$name/" -e "$TMP/$name-error.log" -c "$TMP/$name.conf"
+}
+
+nginx_conf upstream "
+    server {
+        listen 127.0.0.1:$P_UPSTREAM;
+        location / {
+            default_type text/plain;
+            return 200 \"ok\n\";
+        }
+    }"
+start_nginx upstream "${PIN_LOAD[@]}"
+PID_UPSTREAM=$LAST_PID
+wait_http "upstream nginx" "http://127.0.0.1:$P_UPSTREAM/" "$PID_UPSTREAM"
+expect_status "upstream" 200 "http://127.0.0.1:$P_UPSTREAM/"
+
+nginx_conf nginx-proxy "
+    upstream app {
+        server 127.0.0.1:$P_UPSTREAM;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+start_nginx nginx-proxy "${PIN_PROXY[@]}"
+PID_NGINX=$LAST_PID
+wait_http "nginx proxy" "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
+expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX/"
+
+# ----------------------------------------------------------------- haproxy --
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $MAX_CONNS
+    # no 'log' lines: logging disabled
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend fe_plain
+    bind 127.0.0.1:$P_HAPROXY
+    default_backend be_app
+
+backend be_app
+    http-reuse always
+    server app 127.0.0.1:$P_UPSTREAM
+EOF
+haproxy -c -f "$TMP/haproxy.cfg" >"$TMP/haproxy-configtest.log" 2>&1 ||
+    die "haproxy config invalid: $(cat "$TMP/haproxy-configtest.log")"
+# -db: stay in the foreground (we background it ourselves; pid = $!)
+start_bg haproxy "$TMP/haproxy.log" "${PIN_PROXY[@]}" haproxy -db -f "$TMP/haproxy.cfg"
+PID_HAPROXY=$LAST_PID
+wait_http "haproxy" "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
+expect_status "haproxy" 200 "http://127.0.0.1:$P_HAPROXY/"
+
+# ------------------------------------------------------------------ keyway --
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    KEY_HASH=$(printf %s "$API_KEY" | sha256sum | awk '{ print $1 }')
+    [[ $KEY_HASH =~ ^[0-9a-f]{64}$ ]] || die "sha256sum produced: $KEY_HASH"
+    cat >"$TMP/keyway.yaml" <<EOF
+listen: 127.0.0.1:$P_KEYWAY
+workers: 1
+access_log: false
+upstreams:
+  app: {url: "http://127.0.0.1:$P_UPSTREAM"}
+consumers:
+  - name: bench
+    api_keys: ["sha256:$KEY_HASH"]
+authenticators:
+  key: {type: api_key, header: x-api-key}
+routes:
+  - {name: plain, match: {path_prefix: /}, upstream: app, auth: []}
+  - {name: keyed, match: {path_prefix: /keyed/}, upstream: app, auth: [key]}
+EOF
+    start_bg keyway "$TMP/keyway.log" "${PIN_PROXY[@]}" "$KEYWAY_BIN" run -c "$TMP/keyway.yaml"
+    PID_KEYWAY=$LAST_PID
+    wait_http "keyway" "http://127.0.0.1:$P_KEYWAY/" "$PID_KEYWAY"
+    expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/"
+    expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x"
+    expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: wrong-$API_KEY"
+    expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
+fi
+
+# -------------------------------------------------------------- benchmarks --
+bench_target nginx "http://127.0.0.1:$P_NGINX/"
+bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
+    bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
+fi
+
+# ---------------------------------------------------- idle-connection memory --
+# nginx: the worker (child of the master) holds the connections.
+PID_NGINX_WORKER=$(child_pids "$PID_NGINX" | head -n 1)
+[[ -n $PID_NGINX_WORKER ]] || die "cannot find nginx proxy worker pid"
+measure_idle nginx "$P_NGINX" "$PID_NGINX_WORKER"
+measure_idle haproxy "$P_HAPROXY" "$PID_HAPROXY"
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    measure_idle keyway "$P_KEYWAY" "$PID_KEYWAY"
+fi
+check_all_alive "after idle-connection test"
+
+# ------------------------------------------------------------------ report --
+val() { # val ARRAY_NAME KEY -> value or empty
+    local -n arr=$1
+    printf '%s' "${arr[$2]:-}"
+}
+
+echo
+echo "== keyway proxy benchmark =="
+printf '  %-10s %s\n' \
+    "date" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "cpu" "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null) ($(nproc) cpus)" \
+    "pinning" "$PINNING" \
+    "wrk" "-t$WRK_THREADS -c$WRK_CONNS -d$DURATION --latency (after ${WARMUP} warm-up)" \
+    "nginx" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
+    "haproxy" "$(haproxy -v 2>&1 | awk 'NR == 1 { print $3 }')" \
+    "keyway" "$([[ $SKIP_KEYWAY == 1 ]] && echo skipped || echo "$KEYWAY_BIN")"
+echo
+printf '  %-16s %12s %10s %10s %8s\n' target "req/s" "p50 us" "p99 us" "sockerr"
+for name in "${ORDER[@]}"; do
+    awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" -v e="${ERRS[$name]}" \
+        'BEGIN { printf "  %-16s %12.0f %10.0f %10.0f %8d\n", n, r, a, b, e }'
+done
+
+echo
+echo "idle keep-alive connections ($IDLE_CONNS per proxy; MB = kB/1024):"
+printf '  %-16s %10s %10s %14s %12s %10s\n' proxy "VmHWM MB" "VmRSS MB" "RSS before MB" "established" "held open"
+for name in "${IDLE_ORDER[@]}"; do
+    printf '  %-16s %10s %10s %14s %12s %10s\n' "$name" \
+        "$(kb_to_mb "${IDLE_HWM[$name]}")" "$(kb_to_mb "${IDLE_RSS[$name]}")" \
+        "$(kb_to_mb "${IDLE_RSS0[$name]}")" "${IDLE_ESTAB[$name]}" "${IDLE_OPEN[$name]:-?}"
+done
+
+echo
+echo "keyway targets:"
+check_ratio "keyway/nginx req/s" "$(ratio "$(val RPS keyway)" "$(val RPS nginx)")" ">=" "$TARGET_RPS_VS_NGINX"
+check_ratio "keyway/haproxy req/s" "$(ratio "$(val RPS keyway)" "$(val RPS haproxy)")" ">=" "$TARGET_RPS_VS_HAPROXY"
+check_ratio "keyway-p99/nginx-p99" "$(ratio "$(val P99 keyway)" "$(val P99 nginx)")" "<=" "$TARGET_P99_VS_NGINX"
+check_ratio "keyway-p99/haproxy-p99" "$(ratio "$(val P99 keyway)" "$(val P99 haproxy)")" "<=" "$TARGET_P99_VS_HAPROXY"
+check_ratio "keyway-apikey/keyway-plain req/s" "$(ratio "$(val RPS keyway-apikey)" "$(val RPS keyway)")" ">=" "$TARGET_APIKEY_VS_PLAIN"
+check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
+echo
+echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"

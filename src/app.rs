@@ -1,0 +1,71 @@
+//! The running gateway's shared state: the current runtime config (hot-swapped), the metrics.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::runtime::Runtime;
+use crate::config::{self, ConfigError, Source, Warning};
+use crate::metrics::Metrics;
+use crate::pipeline::trace::Trace;
+
+pub struct App {
+    runtime: ArcSwap<Runtime>,
+    pub source: Source,
+    pub metrics: Metrics,
+}
+
+impl App {
+    pub fn new(runtime: Runtime, source: Source) -> Arc<App> {
+        Arc::new(App {
+            runtime: ArcSwap::from_pointee(runtime),
+            source,
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Reads the config again; a config that fails validation is refused and the running one kept.
+    /// Listen addresses, TLS and workers take effect only on restart.
+    pub fn reload(&self) -> Result<Vec<Warning>, Vec<ConfigError>> {
+        match config::load(&self.source) {
+            Ok(loaded) => {
+                self.runtime.store(Arc::new(loaded.runtime));
+                self.metrics.reloaded(true);
+                tracing::info!(source = %self.source.describe(), "config reloaded");
+                Ok(loaded.warnings)
+            }
+            Err(errors) => {
+                self.metrics.reloaded(false);
+                for e in &errors {
+                    tracing::error!(source = %self.source.describe(), error = %e, "config reload refused; keeping the running config");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// The access log line and the metrics: both views of the request's trace.
+    pub fn record(&self, trace: &Trace, rt: &Runtime) {
+        self.metrics.observe(trace);
+        if rt.access_log {
+            let id = trace.identity.as_ref();
+            tracing::info!(
+                target: "keyway::access",
+                request_id = %trace.request_id,
+                method = %trace.method,
+                path = %trace.path,
+                route = trace.route.as_deref().unwrap_or(""),
+                status = trace.status,
+                reason = trace.reason_code(),
+                authenticator = id.map_or("", |i| &*i.authenticator),
+                consumer = id.and_then(|i| i.consumer.as_deref()).unwrap_or(""),
+                duration_us = trace.elapsed_us(),
+                "request"
+            );
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `keyway demo`: the embedded demo config, and curl commands that show F1 and F5 working.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use crate::config::{self, Source};
+
+const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
+    let source = Source::Embedded {
+        text: DEMO_CONFIG,
+        base_dir: std::env::current_dir().unwrap_or_default(),
+    };
+    let mut loaded = match config::load(&source) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("demo config: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    loaded.runtime.listen = vec![listen];
+    if let Some(admin) = loaded.runtime.admin.as_mut() {
+        admin.listen = admin_listen;
+    }
+    super::run::serve_then(loaded, source, |running| {
+        let base = running
+            .addrs
+            .first()
+            .map_or_else(String::new, |a| format!("http://{a}"));
+        let admin = running
+            .admin_addr
+            .map_or_else(String::new, |a| format!("http://{a}"));
+        println!("{}", instructions(&base, &admin));
+    })
+}
+
+fn instructions(base: &str, admin: &str) -> String {
+    format!(
+        r#"keyway demo is serving on {base} (admin {admin}). Upstreams are the builtin echo: each answer shows
+what the upstream received. Try, in another terminal:
+
+F1: a credential header with an underscore is passed, not silently dropped
+  curl -s {base}/api/tickets -H 'api_access_token: demo-key-123'
+F1: behind a proxy that drops '_' names (nginx does), send the hyphen twin
+  curl -s {base}/api/tickets -H 'api-access-token: demo-key-123'
+F1: without a credential, the refusal says where keyway looked (reason credentials.missing)
+  curl -s {base}/api/tickets
+A wrong key (reason api_key.invalid), with the WWW-Authenticate header
+  curl -si {base}/api/tickets -H 'api-access-token: wrong'
+F5: the tools upstream gets keyway's injected Authorization; the client's key is removed
+  curl -s {base}/tools/search -H 'api-access-token: demo-key-123'
+Authenticated but not allowed (403, reason authz.denied)
+  curl -s {base}/admin/users -H 'api-access-token: demo-key-123'
+Underscore headers reach the upstream; client-sent identity headers do not
+  curl -s {base}/headers -H 'x_tenant_id: 42' -H 'X-Keyway-Subject: spoofed'
+Metrics
+  curl -s {admin}/metrics
+
+Stop with Ctrl-C."#
+    )
+}

@@ -1,0 +1,134 @@
+//! The command line (SPEC §2).
+
+mod check;
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "keyway",
+    version,
+    about = "An identity-aware reverse proxy: every request reaches its upstream with the identity and credentials it should carry, or is refused with a precise reason."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file (reload on SIGHUP, drain on SIGTERM).
+    Run {
+        #[arg(short, long, default_value = "keyway.yaml")]
+        config: PathBuf,
+    },
+    /// Serve an embedded demo config with a builtin echo upstream and print curl commands.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_listen: std::net::SocketAddr,
+    },
+    /// Validate a config: errors with line:column, pitfall warnings; --probe tries each upstream.
+    Check {
+        #[arg(short, long, default_value = "keyway.yaml")]
+        config: PathBuf,
+        /// Send one request to each upstream with its injected credentials.
+        #[arg(long)]
+        probe: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the hashed form of an API key for `api_keys` (`-` reads the key from stdin).
+    HashKey { key: String },
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _log_guard = init_logging(cli.log_format);
+    match cli.command {
+        Command::Run { config } => run::run(config),
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => demo::demo(listen, admin_listen),
+        Command::Check {
+            config,
+            probe,
+            json,
+        } => check::check(&config, probe, json),
+        Command::HashKey { key } => hash_key(&key),
+        Command::Schema => {
+            let schema = schemars::schema_for!(crate::config::file::FileConfig);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn hash_key(key: &str) -> ExitCode {
+    let key = if key == "-" {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            eprintln!("keyway: cannot read the key from stdin");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        key.to_owned()
+    };
+    if key.is_empty() {
+        eprintln!("keyway: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", crate::pipeline::authn::api_key::hashed_form(&key));
+    ExitCode::SUCCESS
+}
+
+/// Logs go to stderr through a background writer so request handling never blocks on it.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    guard
+}
+
+/// The tokio runtime for serving, sized by `workers`.
+fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}

@@ -1,0 +1,838 @@
+//! Validation (every error at once, each with its place) and compilation into `Runtime`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use serde_saphyr::{Location, Spanned};
+
+use super::file::{
+    AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig, OnUnauthenticated, RouteFile,
+    UpstreamFile, Workers,
+};
+use super::runtime::{Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream};
+use super::types::Text;
+use super::{ConfigError, Loaded, Warning, lint};
+use crate::pipeline::authn::source::Source;
+use crate::pipeline::authn::{Authenticator, api_key, jwt};
+use crate::pipeline::authz::Allow;
+use crate::pipeline::headers::{HeaderPolicy, fold};
+use crate::pipeline::router::{HostMatch, Matcher, PathMatch, Router};
+use crate::pipeline::upstream;
+use crate::secret::Secret;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Collects errors and warnings while compiling.
+#[derive(Default)]
+pub struct Diagnostics {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Diagnostics {
+    pub fn error(
+        &mut self,
+        at: Option<&Location>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let (line, column) = at.map_or((0, 0), |l| (l.line() as u32, l.column() as u32));
+        self.errors.push(ConfigError {
+            message: message.into(),
+            path: path.into(),
+            line,
+            column,
+        });
+    }
+
+    pub fn warn(&mut self, code: &'static str, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            code,
+            message: message.into(),
+        });
+    }
+}
+
+/// A consumer as written, with its compiled form; authenticators pick what they need.
+pub struct ConsumerEntry<'a> {
+    pub file: &'a ConsumerFile,
+    pub at: &'a Location,
+    pub index: usize,
+    pub runtime: Arc<Consumer>,
+}
+
+pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
+    let mut d = Diagnostics::default();
+    let listen = compile_listen(file, &mut d);
+    let tls = file
+        .tls
+        .as_ref()
+        .and_then(|t| compile_tls(&t.cert.0, &t.key.0, &mut d));
+    let workers = match &file.workers {
+        None => None,
+        Some(Workers::Count(0)) => {
+            d.error(None, "workers", "workers must be at least 1, or auto");
+            None
+        }
+        Some(Workers::Count(n)) => Some(*n),
+        Some(Workers::Auto(t)) if t.0 == "auto" => None,
+        Some(Workers::Auto(t)) => {
+            d.error(
+                None,
+                "workers",
+                format!("workers must be a number or auto, not {:?}", t.0),
+            );
+            None
+        }
+    };
+    let admin = file.admin.as_ref().and_then(|a| {
+        let listen = parse_addr(&a.listen.0, "admin.listen", &mut d)?;
+        let token = a
+            .token
+            .as_ref()
+            .filter(|t| !t.0.expose().is_empty())
+            .map(|t| Secret::new(t.0.expose().clone()));
+        Some(Admin { listen, token })
+    });
+    let trusted_proxies = compile_trusted(file, &mut d);
+    let upstreams = compile_upstreams(file, &mut d);
+    let consumers = compile_consumers(file, &mut d);
+    let authenticators = compile_authenticators(file, &consumers, &mut d);
+    let routes = compile_routes(file, &upstreams, &authenticators, &mut d);
+    let headers = compile_header_policy(file, &upstreams, &authenticators);
+    lint::check(file, &mut d);
+    if !d.errors.is_empty() {
+        return Err(d.errors);
+    }
+    let limits = Limits {
+        header_read_timeout: file
+            .limits
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_grace: file
+            .limits
+            .shutdown_grace
+            .map_or(Duration::from_secs(30), |d| d.0),
+    };
+    let runtime = Runtime {
+        listen,
+        tls,
+        workers,
+        admin,
+        headers,
+        limits,
+        trusted_proxies,
+        detail: file.errors.detail,
+        access_log: file.access_log.unwrap_or(true),
+        router: Router::new(routes),
+        upstreams: upstreams.into_values().collect(),
+        authenticators: authenticators.into_values().collect(),
+    };
+    Ok(Loaded {
+        runtime,
+        warnings: d.warnings,
+    })
+}
+
+fn parse_addr(text: &str, path: &str, d: &mut Diagnostics) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.error(
+                None,
+                path,
+                format!("{text:?} is not an address like 127.0.0.1:8080 or [::1]:8080"),
+            );
+            None
+        }
+    }
+}
+
+fn compile_listen(file: &FileConfig, d: &mut Diagnostics) -> Vec<SocketAddr> {
+    let texts: Vec<String> = match &file.listen {
+        None => vec![DEFAULT_LISTEN.to_owned()],
+        Some(l) => l.clone().into_vec().into_iter().map(|t| t.0).collect(),
+    };
+    texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| parse_addr(t, &format!("listen[{i}]"), d))
+        .collect()
+}
+
+fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = super::interpolate::resolve_path(cert);
+    let key_path = super::interpolate::resolve_path(key);
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect());
+    let certs = match certs {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            d.error(
+                None,
+                "tls.cert",
+                format!("{} holds no certificate", cert_path.display()),
+            );
+            return None;
+        }
+        Err(e) => {
+            d.error(
+                None,
+                "tls.cert",
+                format!("cannot read {}: {e}", cert_path.display()),
+            );
+            return None;
+        }
+    };
+    let key = match PrivateKeyDer::from_pem_file(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            d.error(
+                None,
+                "tls.key",
+                format!("cannot read {}: {e}", key_path.display()),
+            );
+            return None;
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| e.to_string())
+        });
+    match config {
+        Ok(mut c) => {
+            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            d.error(None, "tls", format!("TLS setup failed: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_trusted(file: &FileConfig, d: &mut Diagnostics) -> Vec<IpNet> {
+    let Some(list) = &file.trusted_proxies else {
+        return ["127.0.0.1/32", "::1/128"]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let text = t.0.as_str();
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => Some(net),
+                Err(_) => {
+                    d.error(
+                        None,
+                        format!("trusted_proxies[{i}]"),
+                        format!("{text:?} is not an IP address or CIDR range"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+fn compile_upstreams(file: &FileConfig, d: &mut Diagnostics) -> BTreeMap<String, Arc<Upstream>> {
+    let mut out = BTreeMap::new();
+    for (name, spanned) in &file.upstreams {
+        let path = format!("upstreams.{name}");
+        if let Some(u) = compile_upstream(name, &spanned.value, &spanned.referenced, &path, d) {
+            out.insert(name.clone(), Arc::new(u));
+        }
+    }
+    out
+}
+
+fn compile_upstream(
+    name: &str,
+    u: &UpstreamFile,
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Option<Upstream> {
+    let target = match (&u.url, &u.builtin) {
+        (Some(url), None) => parse_upstream_url(&url.0, at, path, d)?,
+        (None, Some(b)) if b.0 == "echo" => Target::Echo,
+        (None, Some(b)) => {
+            d.error(
+                Some(at),
+                format!("{path}.builtin"),
+                format!("unknown builtin {:?}; the builtin upstream is echo", b.0),
+            );
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            d.error(Some(at), path, "set either url or builtin, not both");
+            return None;
+        }
+        (None, None) => {
+            d.error(Some(at), path, "an upstream needs a url (or builtin: echo)");
+            return None;
+        }
+    };
+    let timeouts = Timeouts {
+        connect: u.timeouts.connect.map_or(Duration::from_secs(2), |t| t.0),
+        request: u.timeouts.request.map_or(Duration::from_secs(60), |t| t.0),
+        idle: u.timeouts.idle.map_or(Duration::from_secs(90), |t| t.0),
+    };
+    let mut inject = Vec::new();
+    for (header, value) in &u.inject {
+        let Ok(hn) = HeaderName::from_bytes(header.as_bytes()) else {
+            d.error(
+                Some(at),
+                format!("{path}.inject"),
+                format!("{header:?} is not a valid header name"),
+            );
+            continue;
+        };
+        match HeaderValue::from_str(value.0.expose()) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                inject.push((hn, Secret::new(v)));
+            }
+            // Never echo the value: it is a secret.
+            Err(_) => d.error(
+                Some(at),
+                format!("{path}.inject.{header}"),
+                "the value is not a valid header value (control characters or newlines?)",
+            ),
+        }
+    }
+    let client = matches!(target, Target::Http { .. }).then(|| upstream::client(&timeouts));
+    Some(Upstream {
+        name: Arc::from(name),
+        target,
+        timeouts,
+        inject,
+        probe_path: u
+            .probe_path
+            .as_ref()
+            .map_or("/".to_owned(), |p| p.0.clone()),
+        client,
+    })
+}
+
+fn parse_upstream_url(url: &str, at: &Location, path: &str, d: &mut Diagnostics) -> Option<Target> {
+    let path = format!("{path}.url");
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        d.error(Some(at), path, format!("{url:?} is not a URL"));
+        return None;
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        d.error(
+            Some(at),
+            path,
+            format!("{url:?} needs a scheme and host, like http://127.0.0.1:3000"),
+        );
+        return None;
+    };
+    if *scheme != Scheme::HTTP {
+        d.error(
+            Some(at),
+            path,
+            format!("{url:?}: only http:// upstreams are supported"),
+        );
+        return None;
+    }
+    if uri.query().is_some() || authority.as_str().contains('@') {
+        d.error(
+            Some(at),
+            path,
+            format!("{url:?}: an upstream url has no query or user info"),
+        );
+        return None;
+    }
+    Some(Target::Http {
+        scheme: scheme.clone(),
+        authority: authority.clone(),
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+fn compile_consumers(
+    file: &FileConfig,
+    d: &mut Diagnostics,
+) -> Vec<(Arc<Consumer>, Vec<[u8; 32]>)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, spanned) in file.consumers.iter().enumerate() {
+        let c = &spanned.value;
+        let path = format!("consumers[{i}]");
+        if c.name.0.is_empty() {
+            d.error(
+                Some(&spanned.referenced),
+                format!("{path}.name"),
+                "a consumer needs a name",
+            );
+        } else if !seen.insert(c.name.0.clone()) {
+            d.error(
+                Some(&spanned.referenced),
+                format!("{path}.name"),
+                format!("duplicate consumer name {:?}", c.name.0),
+            );
+        }
+        let mut hashes = Vec::new();
+        for (k, key) in c.api_keys.iter().enumerate() {
+            let text = key.0.expose();
+            if let Some(hex_part) = text.strip_prefix("sha256:") {
+                match hex::decode(hex_part) {
+                    Ok(bytes) if bytes.len() == 32 => {
+                        let mut h = [0u8; 32];
+                        h.copy_from_slice(&bytes);
+                        hashes.push(h);
+                    }
+                    _ => d.error(
+                        Some(&spanned.referenced),
+                        format!("{path}.api_keys[{k}]"),
+                        "a sha256: key must be 64 hex digits (see `keyway hash-key`)",
+                    ),
+                }
+            } else if text.is_empty() {
+                d.error(
+                    Some(&spanned.referenced),
+                    format!("{path}.api_keys[{k}]"),
+                    "empty API key",
+                );
+            } else {
+                d.warn(
+                    "plaintext_api_key",
+                    format!(
+                        "{path}.api_keys[{k}] (consumer {}) is plaintext; store `keyway hash-key` output instead",
+                        c.name.0
+                    ),
+                );
+                hashes.push(api_key::hash_key(text));
+            }
+        }
+        let consumer = Arc::new(Consumer {
+            name: Arc::from(c.name.0.as_str()),
+            groups: c.groups.iter().map(|g| g.0.clone()).collect(),
+        });
+        out.push((consumer, hashes));
+    }
+    let mut all_keys = HashSet::new();
+    for (consumer, hashes) in &out {
+        for h in hashes {
+            if !all_keys.insert(*h) {
+                d.error(
+                    None,
+                    "consumers",
+                    format!(
+                        "consumer {} shares an API key with another consumer",
+                        consumer.name
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn compile_authenticators(
+    file: &FileConfig,
+    consumers: &[(Arc<Consumer>, Vec<[u8; 32]>)],
+    d: &mut Diagnostics,
+) -> BTreeMap<String, Arc<Authenticator>> {
+    let entries: Vec<ConsumerEntry<'_>> = file
+        .consumers
+        .iter()
+        .zip(consumers)
+        .enumerate()
+        .map(|(index, (spanned, (runtime, _)))| ConsumerEntry {
+            file: &spanned.value,
+            at: &spanned.referenced,
+            index,
+            runtime: runtime.clone(),
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (name, spanned) in &file.authenticators {
+        let a = &spanned.value;
+        let at = &spanned.referenced;
+        let path = format!("authenticators.{name}");
+        let valid = a.kind.keys();
+        let mut misplaced = false;
+        for key in a.set_keys() {
+            if !valid.contains(&key) {
+                d.error(
+                    Some(at),
+                    format!("{path}.{key}"),
+                    format!(
+                        "{key} is not a setting of {} authenticators (valid: {})",
+                        a.kind.as_str(),
+                        valid.join(", ")
+                    ),
+                );
+                misplaced = true;
+            }
+        }
+        if misplaced {
+            continue;
+        }
+        let name_arc: Arc<str> = Arc::from(name.as_str());
+        let compiled = match a.kind {
+            AuthenticatorType::ApiKey => {
+                compile_api_key(&name_arc, a, at, &path, consumers, d).map(Authenticator::ApiKey)
+            }
+            AuthenticatorType::Jwt => {
+                jwt::JwtAuth::compile(&name_arc, a, at, &path, &entries, d).map(Authenticator::Jwt)
+            }
+        };
+        if let Some(c) = compiled {
+            out.insert(name.clone(), Arc::new(c));
+        }
+    }
+    out
+}
+
+/// `from: [...]` as sources, or `default` when absent.
+pub fn compile_sources(
+    from: Option<&Vec<Text>>,
+    default: &[&str],
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Vec<Source> {
+    let specs: Vec<String> = match from {
+        Some(list) => list.iter().map(|t| t.0.clone()).collect(),
+        None => default.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    if specs.is_empty() {
+        d.error(Some(at), format!("{path}.from"), "from: lists no sources");
+    }
+    specs
+        .iter()
+        .filter_map(|s| match Source::parse(s) {
+            Ok(src) => Some(src),
+            Err(e) => {
+                d.error(Some(at), format!("{path}.from"), e);
+                None
+            }
+        })
+        .collect()
+}
+
+fn compile_api_key(
+    name: &Arc<str>,
+    a: &AuthenticatorFile,
+    at: &Location,
+    path: &str,
+    consumers: &[(Arc<Consumer>, Vec<[u8; 32]>)],
+    d: &mut Diagnostics,
+) -> Option<api_key::ApiKeyAuth> {
+    let sources = match (&a.header, &a.from) {
+        (Some(_), Some(_)) => {
+            d.error(Some(at), path, "set header or from, not both");
+            return None;
+        }
+        (Some(h), None) => match Source::header(&h.0) {
+            Ok(s) => vec![s],
+            Err(e) => {
+                d.error(Some(at), format!("{path}.header"), e);
+                return None;
+            }
+        },
+        (None, from) => compile_sources(from.as_ref(), &["header:x-api-key"], at, path, d),
+    };
+    let keys: Vec<([u8; 32], Arc<Consumer>)> = consumers
+        .iter()
+        .flat_map(|(c, hashes)| hashes.iter().map(move |h| (*h, c.clone())))
+        .collect();
+    if keys.is_empty() {
+        d.warn(
+            "api_key_without_keys",
+            format!("authenticator {name}: no consumer has api_keys, so every key is refused"),
+        );
+    }
+    Some(api_key::ApiKeyAuth {
+        name: name.clone(),
+        sources,
+        keys,
+    })
+}
+
+fn compile_routes(
+    file: &FileConfig,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    authenticators: &BTreeMap<String, Arc<Authenticator>>,
+    d: &mut Diagnostics,
+) -> Vec<Arc<Route>> {
+    let mut names = HashSet::new();
+    let mut out: Vec<(Arc<Route>, &Spanned<RouteFile>)> = Vec::new();
+    for (i, spanned) in file.routes.iter().enumerate() {
+        let r = &spanned.value;
+        let at = &spanned.referenced;
+        let path = format!("routes[{i}]");
+        if !names.insert(r.name.0.clone()) {
+            d.error(
+                Some(at),
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", r.name.0),
+            );
+        }
+        let Some(route) = compile_route(
+            r,
+            at,
+            &path,
+            upstreams,
+            authenticators,
+            &file.authenticators,
+            d,
+        ) else {
+            continue;
+        };
+        for (other, other_span) in &out {
+            if route.matcher.ties_with(&other.matcher) {
+                d.error(
+                    Some(at),
+                    format!("{path}.match"),
+                    format!(
+                        "routes {:?} and {:?} (line {}) match exactly the same requests; make one more specific",
+                        other.name, route.name, other_span.referenced.line()
+                    ),
+                );
+            }
+        }
+        out.push((Arc::new(route), spanned));
+    }
+    out.into_iter().map(|(r, _)| r).collect()
+}
+
+fn compile_route(
+    r: &RouteFile,
+    at: &Location,
+    path: &str,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    authenticators: &BTreeMap<String, Arc<Authenticator>>,
+    declared: &BTreeMap<String, Spanned<AuthenticatorFile>>,
+    d: &mut Diagnostics,
+) -> Option<Route> {
+    let before = d.errors.len();
+    let matcher = compile_matcher(r, at, path, d);
+    let upstream = match &r.upstream {
+        None => {
+            d.error(
+                Some(at),
+                format!("{path}.upstream"),
+                format!("route {:?} has no upstream", r.name.0),
+            );
+            None
+        }
+        Some(name) => match upstreams.get(&name.0) {
+            Some(u) => Some(u.clone()),
+            None => {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                d.error(
+                    Some(at),
+                    format!("{path}.upstream"),
+                    unknown("upstream", &name.0, &known),
+                );
+                None
+            }
+        },
+    };
+    let mut auth = Vec::new();
+    match &r.auth {
+        None => d.error(
+            Some(at),
+            format!("{path}.auth"),
+            format!(
+                "route {:?} has no auth; list authenticators, or write auth: [] for a public route",
+                r.name.0
+            ),
+        ),
+        Some(list) => {
+            for name in list {
+                match authenticators.get(&name.0) {
+                    Some(a) => auth.push(a.clone()),
+                    // One that is declared but failed to compile has been reported already.
+                    None if declared.contains_key(&name.0) => {}
+                    None => {
+                        let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+                        d.error(
+                            Some(at),
+                            format!("{path}.auth"),
+                            unknown("authenticator", &name.0, &known),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let allow = r.allow.as_ref().map(|a| Allow {
+        consumers: a.consumers.iter().map(|t| t.0.clone()).collect(),
+        groups: a.groups.iter().map(|t| t.0.clone()).collect(),
+        claims: a
+            .claims
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect(),
+    });
+    if allow.is_some() && r.auth.as_ref().is_some_and(Vec::is_empty) {
+        d.error(
+            Some(at),
+            format!("{path}.allow"),
+            "allow needs authentication: this route has auth: []",
+        );
+    }
+    let on_unauthenticated = r.on_unauthenticated.unwrap_or_default();
+    if on_unauthenticated == OnUnauthenticated::Redirect {
+        d.error(
+            Some(at),
+            format!("{path}.on_unauthenticated"),
+            "redirect needs an oidc authenticator on the route, and this keyway has none configured",
+        );
+    }
+    if r.strip_prefix && r.matcher.path_prefix.is_none() {
+        d.error(
+            Some(at),
+            format!("{path}.strip_prefix"),
+            "strip_prefix needs match.path_prefix",
+        );
+    }
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(Route {
+        name: Arc::from(r.name.0.as_str()),
+        matcher: matcher?,
+        upstream,
+        auth,
+        allow,
+        on_unauthenticated,
+        forward_client_credentials: r.forward_client_credentials,
+        strip_prefix: r.strip_prefix,
+    })
+}
+
+fn compile_matcher(
+    r: &RouteFile,
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Option<Matcher> {
+    let m = &r.matcher;
+    let path_match = match (&m.path, &m.path_prefix) {
+        (Some(_), Some(_)) => {
+            d.error(
+                Some(at),
+                format!("{path}.match"),
+                "set path or path_prefix, not both",
+            );
+            return None;
+        }
+        (Some(p), None) => PathMatch::Exact(p.0.clone()),
+        (None, Some(p)) => PathMatch::Prefix(p.0.clone()),
+        (None, None) => PathMatch::Prefix("/".to_owned()),
+    };
+    let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &path_match;
+    if !p.starts_with('/') {
+        d.error(
+            Some(at),
+            format!("{path}.match"),
+            format!("path {p:?} must start with /"),
+        );
+    }
+    let host = match &m.host {
+        None => HostMatch::Any,
+        Some(h) => match h.0.strip_prefix("*.") {
+            Some(rest) => HostMatch::Suffix(format!(".{}", rest.to_ascii_lowercase())),
+            None => HostMatch::Exact(h.0.to_ascii_lowercase()),
+        },
+    };
+    let mut methods = Vec::new();
+    for mtext in m.methods.iter().flatten() {
+        match Method::from_bytes(mtext.0.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => d.error(
+                Some(at),
+                format!("{path}.match.methods"),
+                format!("{:?} is not an HTTP method", mtext.0),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in m.headers.iter().flatten() {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value.0),
+        ) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => d.error(
+                Some(at),
+                format!("{path}.match.headers"),
+                format!("{name:?} is not a valid header match"),
+            ),
+        }
+    }
+    Some(Matcher {
+        host,
+        path: path_match,
+        methods,
+        headers,
+    })
+}
+
+fn compile_header_policy(
+    file: &FileConfig,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    authenticators: &BTreeMap<String, Arc<Authenticator>>,
+) -> HeaderPolicy {
+    let mut guarded: HashSet<String> = upstreams
+        .values()
+        .flat_map(|u| u.inject.iter().map(|(n, _)| n.as_str().to_owned()))
+        .collect();
+    guarded.extend(authenticators.values().flat_map(|a| a.header_names()));
+    let guarded = guarded.iter().map(|n| fold(n).into_owned()).collect();
+    HeaderPolicy {
+        underscores: file.headers.underscores,
+        allow: file
+            .headers
+            .allow
+            .iter()
+            .map(|t| t.0.to_ascii_lowercase())
+            .collect(),
+        guarded,
+        max_header_bytes: file.headers.max_request_header_bytes.unwrap_or(65536),
+        max_headers: file.headers.max_request_headers.unwrap_or(100),
+    }
+}
+
+/// "unknown upstream "ap"; known: app, tools (did you mean "app"?)".
+pub fn unknown(kind: &str, name: &str, known: &[&str]) -> String {
+    let mut msg = format!("unknown {kind} {name:?}");
+    if known.is_empty() {
+        msg.push_str(&format!("; no {kind}s are defined"));
+        return msg;
+    }
+    msg.push_str(&format!("; known: {}", known.join(", ")));
+    if let Some(best) = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(s, _)| *s > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        msg.push_str(&format!(" (did you mean {:?}?)", best.1));
+    }
+    msg
+}

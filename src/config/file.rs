@@ -1,0 +1,309 @@
+//! The YAML file as serde structs. Never used at request time: `compile` turns it into `Runtime`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::types::{Dur, OneOrMany, SecretText, Text};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "keyway configuration")]
+pub struct FileConfig {
+    /// Address or list of addresses to serve on.
+    pub listen: Option<OneOrMany<Text>>,
+    pub tls: Option<TlsFile>,
+    /// `auto` (one per core) or a number of runtime worker threads.
+    pub workers: Option<Workers>,
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub headers: HeadersFile,
+    /// Peers whose X-Forwarded-* / X-Original-* headers are believed (CIDRs).
+    pub trusted_proxies: Option<Vec<Text>>,
+    #[serde(default)]
+    pub errors: ErrorsFile,
+    /// One JSON access-log line per request (default true).
+    pub access_log: Option<bool>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, UpstreamFile>")]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
+    #[serde(default)]
+    #[schemars(with = "Vec<ConsumerFile>")]
+    pub consumers: Vec<Spanned<ConsumerFile>>,
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, AuthenticatorFile>")]
+    pub authenticators: BTreeMap<String, Spanned<AuthenticatorFile>>,
+    #[serde(default)]
+    #[schemars(with = "Vec<RouteFile>")]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Workers {
+    Count(usize),
+    Auto(Text),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: Text,
+    /// When set, admin endpoints (but /healthz and /readyz) require it as a bearer token.
+    pub token: Option<SecretText>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscorePolicy {
+    #[default]
+    Pass,
+    Drop,
+    Reject,
+    Normalize,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersFile {
+    #[serde(default)]
+    pub underscores: UnderscorePolicy,
+    /// Exact header names exempt from drop/reject/normalize.
+    #[serde(default)]
+    pub allow: Vec<Text>,
+    /// Total bytes of request header names and values (default 65536).
+    pub max_request_header_bytes: Option<usize>,
+    /// Number of request headers (default 100).
+    pub max_request_headers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Time a client has to send a complete request head (default 10s): stops slowloris.
+    pub header_read_timeout: Option<Dur>,
+    /// Time to drain in-flight requests on shutdown (default 30s).
+    pub shutdown_grace: Option<Dur>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DetailLevel {
+    #[default]
+    Full,
+    Reason,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsFile {
+    #[serde(default)]
+    pub detail: DetailLevel,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub url: Option<Text>,
+    /// `echo`: reflects method, path, query, headers and identity as JSON.
+    pub builtin: Option<Text>,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    /// Headers keyway sets on every request to this upstream (values are secrets).
+    #[serde(default)]
+    pub inject: BTreeMap<String, SecretText>,
+    /// Path `keyway check --probe` requests (default `/`).
+    pub probe_path: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    pub connect: Option<Dur>,
+    pub request: Option<Dur>,
+    pub idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerFile {
+    pub name: Text,
+    #[serde(default)]
+    pub groups: Vec<Text>,
+    /// `sha256:<hex>` hashes (see `keyway hash-key`); plaintext is accepted with a warning.
+    #[serde(default)]
+    pub api_keys: Vec<SecretText>,
+    pub jwt: Option<ConsumerJwtFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerJwtFile {
+    /// The value of the token's consumer claim that selects this consumer.
+    pub key: Text,
+    pub secret: Option<SecretText>,
+    pub base64_secret: Option<SecretText>,
+    pub public_key_file: Option<Text>,
+    pub private_key_file: Option<Text>,
+    /// Default HS256.
+    pub algorithm: Option<Text>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthenticatorType {
+    ApiKey,
+    Jwt,
+}
+
+/// One struct for every authenticator type, so unknown keys are reported with their line;
+/// `compile` refuses keys that do not belong to the `type`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorFile {
+    #[serde(rename = "type")]
+    pub kind: AuthenticatorType,
+    /// api_key: the header carrying the key (its hyphen twin is accepted too).
+    pub header: Option<Text>,
+    /// Credential sources: `header:NAME`, `query:NAME`, `cookie:NAME`.
+    pub from: Option<Vec<Text>>,
+    /// jwt: the claim naming the consumer (consumer mode; default `key`).
+    pub consumer_claim: Option<Text>,
+    pub issuer: Option<Text>,
+    pub audience: Option<OneOrMany<Text>>,
+    pub secret: Option<SecretText>,
+    pub keys_file: Option<Text>,
+    pub jwks_url: Option<Text>,
+    pub jwks_refresh: Option<Dur>,
+    pub jwks_min_refetch: Option<Dur>,
+    pub algorithms: Option<Vec<Text>>,
+    pub identity_claim: Option<Text>,
+    pub groups_claim: Option<Text>,
+    pub claims_to_headers: Option<BTreeMap<String, Text>>,
+    pub leeway: Option<Dur>,
+    pub require_exp: Option<bool>,
+    pub max_lifetime: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub path: Option<Text>,
+    pub path_prefix: Option<Text>,
+    pub host: Option<Text>,
+    pub methods: Option<Vec<Text>>,
+    /// Header name → exact value.
+    pub headers: Option<BTreeMap<String, Text>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnauthenticated {
+    Status,
+    Redirect,
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowFile {
+    #[serde(default)]
+    pub consumers: Vec<Text>,
+    #[serde(default)]
+    pub groups: Vec<Text>,
+    /// Claim name → required value.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Text>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: Text,
+    #[serde(rename = "match")]
+    pub matcher: MatchFile,
+    pub upstream: Option<Text>,
+    /// Authenticators tried in order; `[]` makes the route public. Required.
+    pub auth: Option<Vec<Text>>,
+    pub allow: Option<AllowFile>,
+    pub on_unauthenticated: Option<OnUnauthenticated>,
+    #[serde(default)]
+    pub forward_client_credentials: bool,
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+impl AuthenticatorFile {
+    /// The optional keys this entry sets, for refusing keys that do not belong to its type.
+    pub fn set_keys(&self) -> Vec<&'static str> {
+        let flags = [
+            ("header", self.header.is_some()),
+            ("from", self.from.is_some()),
+            ("consumer_claim", self.consumer_claim.is_some()),
+            ("issuer", self.issuer.is_some()),
+            ("audience", self.audience.is_some()),
+            ("secret", self.secret.is_some()),
+            ("keys_file", self.keys_file.is_some()),
+            ("jwks_url", self.jwks_url.is_some()),
+            ("jwks_refresh", self.jwks_refresh.is_some()),
+            ("jwks_min_refetch", self.jwks_min_refetch.is_some()),
+            ("algorithms", self.algorithms.is_some()),
+            ("identity_claim", self.identity_claim.is_some()),
+            ("groups_claim", self.groups_claim.is_some()),
+            ("claims_to_headers", self.claims_to_headers.is_some()),
+            ("leeway", self.leeway.is_some()),
+            ("require_exp", self.require_exp.is_some()),
+            ("max_lifetime", self.max_lifetime.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect()
+    }
+}
+
+impl AuthenticatorType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthenticatorType::ApiKey => "api_key",
+            AuthenticatorType::Jwt => "jwt",
+        }
+    }
+
+    /// Keys valid for this type besides `type`.
+    pub const fn keys(self) -> &'static [&'static str] {
+        match self {
+            AuthenticatorType::ApiKey => &["header", "from"],
+            AuthenticatorType::Jwt => &[
+                "from",
+                "consumer_claim",
+                "issuer",
+                "audience",
+                "secret",
+                "keys_file",
+                "jwks_url",
+                "jwks_refresh",
+                "jwks_min_refetch",
+                "algorithms",
+                "identity_claim",
+                "groups_claim",
+                "claims_to_headers",
+                "leeway",
+                "require_exp",
+                "max_lifetime",
+            ],
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Configuration: the YAML file (`file`), interpolation, validation and compilation into the
+//! immutable `Runtime` (`compile`), and pitfall warnings (`lint`).
+
+pub mod compile;
+pub mod file;
+pub mod interpolate;
+pub mod lint;
+pub mod runtime;
+pub mod types;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use self::file::DetailLevel;
+use self::file::FileConfig;
+use self::runtime::Runtime;
+
+/// A config error with its place in the file.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigError {
+    pub message: String,
+    /// Dotted path of the offending key, e.g. `routes[2].upstream`.
+    pub path: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A pitfall that does not stop keyway from starting.
+#[derive(Clone, Debug, Serialize)]
+pub struct Warning {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Where a config came from, so a reload can read it again.
+#[derive(Clone, Debug)]
+pub enum Source {
+    File(PathBuf),
+    Embedded {
+        text: &'static str,
+        base_dir: PathBuf,
+    },
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded { .. } => "(embedded demo config)".to_owned(),
+        }
+    }
+}
+
+pub struct Loaded {
+    pub runtime: Runtime,
+    pub warnings: Vec<Warning>,
+}
+
+pub fn load(source: &Source) -> Result<Loaded, Vec<ConfigError>> {
+    match source {
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                vec![ConfigError {
+                    message: format!("cannot read {}: {e}", path.display()),
+                    path: String::new(),
+                    line: 0,
+                    column: 0,
+                }]
+            })?;
+            let dir = path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            load_str(&text, &dir)
+        }
+        Source::Embedded { text, base_dir } => load_str(text, base_dir),
+    }
+}
+
+pub fn load_str(text: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    interpolate::with_base_dir(base_dir, || {
+        let file = parse(text).map_err(|e| vec![e])?;
+        compile::compile(&file)
+    })
+}
+
+/// YAML → `FileConfig`, with unknown keys reported at their line and the nearest valid key.
+pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+    let options = serde_saphyr::options! {};
+    serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+        let (line, column) = err
+            .location()
+            .map_or((0, 0), |l| (l.line() as u32, l.column() as u32));
+        let mut message = err.without_snippet().to_string();
+        // The location is reported in its own fields.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        if let Some(suggestion) = nearest_key(&message) {
+            message.push_str(&format!(" (did you mean `{suggestion}`?)"));
+        }
+        ConfigError {
+            message,
+            path: String::new(),
+            line,
+            column,
+        }
+    })
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`", the closest expected key.
+fn nearest_key(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, expected) = rest.split_once('`')?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (strsim::jaro_winkler(unknown, candidate), candidate))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_owned())
+}

@@ -1,0 +1,119 @@
+//! The compiled, immutable configuration requests are served with. Swapped whole on reload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+use super::file::{DetailLevel, OnUnauthenticated};
+use crate::pipeline::authn::Authenticator;
+use crate::pipeline::authz::Allow;
+use crate::pipeline::headers::HeaderPolicy;
+use crate::pipeline::router::{Matcher, Router};
+use crate::pipeline::upstream::HttpClient;
+use crate::secret::Secret;
+
+#[derive(Debug)]
+pub struct Runtime {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `None`: one worker per core.
+    pub workers: Option<usize>,
+    pub admin: Option<Admin>,
+    pub headers: HeaderPolicy,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<IpNet>,
+    pub detail: DetailLevel,
+    pub access_log: bool,
+    pub router: Router,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub authenticators: Vec<Arc<Authenticator>>,
+}
+
+impl Runtime {
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.authenticators.iter().all(|a| a.is_ready())
+    }
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token: Option<Secret<String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub groups: Arc<[String]>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub matcher: Matcher,
+    pub upstream: Option<Arc<Upstream>>,
+    pub auth: Vec<Arc<Authenticator>>,
+    pub allow: Option<Allow>,
+    pub on_unauthenticated: OnUnauthenticated,
+    pub forward_client_credentials: bool,
+    pub strip_prefix: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http {
+        scheme: Scheme,
+        authority: Authority,
+        base_path: String,
+    },
+    Echo,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub target: Target,
+    pub timeouts: Timeouts,
+    /// Headers set on every request to this upstream; values are secrets.
+    pub inject: Vec<(HeaderName, Secret<HeaderValue>)>,
+    pub probe_path: String,
+    /// Pooled, shared by every worker; `None` for builtin upstreams.
+    pub client: Option<HttpClient>,
+}
+
+impl Upstream {
+    /// `scheme://authority` for messages (never with credentials).
+    pub fn origin(&self) -> String {
+        match &self.target {
+            Target::Http {
+                scheme, authority, ..
+            } => format!("{scheme}://{authority}"),
+            Target::Echo => "builtin:echo".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! keyway: an identity-aware reverse proxy and authentication gateway.
+//!
+//! The request pipeline lives in `pipeline` (one module per stage); `config` compiles the YAML
+//! file into the immutable runtime it runs on; `server` accepts connections; `cli` is the
+//! command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod reason;
+pub mod secret;
+pub mod server;

@@ -1,0 +1,199 @@
+//! The authentication stage and its chain rule (SPEC §5): the first authenticator that finds its
+//! credential decides; a bad credential is never masked by falling through to the next.
+
+pub mod api_key;
+pub mod jwt;
+pub mod source;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use self::source::{Lookup, Source, lookup};
+use super::headers::fold;
+use super::refusal::Refusal;
+use super::trace::{IdentitySummary, RemovalCause, Stage, Trace};
+use crate::config::runtime::Route;
+use crate::reason::Reason;
+use crate::secret::Secret;
+
+/// Who a request is, as established by one authenticator.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub subject: String,
+    pub consumer: Option<Arc<str>>,
+    pub groups: Arc<[String]>,
+    pub authenticator: Arc<str>,
+    /// Verified token claims (JWT), for `allow.claims` and explain.
+    pub claims: Option<Arc<Map<String, Value>>>,
+    /// Headers from `claims_to_headers`; they overwrite client-sent headers of the same name.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Identity {
+    pub fn summary(&self) -> IdentitySummary {
+        IdentitySummary {
+            authenticator: self.authenticator.clone(),
+            consumer: self.consumer.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Authenticator {
+    ApiKey(api_key::ApiKeyAuth),
+    Jwt(jwt::JwtAuth),
+}
+
+impl Authenticator {
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Authenticator::ApiKey(a) => &a.name,
+            Authenticator::Jwt(a) => a.name(),
+        }
+    }
+
+    pub fn sources(&self) -> &[Source] {
+        match self {
+            Authenticator::ApiKey(a) => &a.sources,
+            Authenticator::Jwt(a) => a.sources(),
+        }
+    }
+
+    async fn verify(&self, credential: &Secret<String>) -> Result<Identity, Refusal> {
+        match self {
+            Authenticator::ApiKey(a) => a.verify(credential),
+            Authenticator::Jwt(a) => a.verify(credential).await,
+        }
+    }
+
+    /// Header names this authenticator sets on upstream requests (for the collision guard).
+    pub fn header_names(&self) -> Vec<String> {
+        match self {
+            Authenticator::ApiKey(_) => Vec::new(),
+            Authenticator::Jwt(a) => a.header_names(),
+        }
+    }
+
+    /// Whether this authenticator is ready to serve (e.g. its JWKS was fetched once).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Authenticator::ApiKey(_) => true,
+            Authenticator::Jwt(a) => a.is_ready(),
+        }
+    }
+}
+
+/// The authentication stage. `Ok(None)` is a public route.
+pub async fn authenticate(
+    route: &Route,
+    parts: &mut Parts,
+    trace: &mut Trace,
+) -> Result<Option<Identity>, Refusal> {
+    if route.auth.is_empty() {
+        trace.step(Stage::Authn, "public route: no authentication");
+        return Ok(None);
+    }
+    for auth in &route.auth {
+        let (credential, sources) = match lookup(auth.sources(), parts) {
+            Lookup::None => {
+                trace.step(Stage::Authn, format!("{}: no credential", auth.name()));
+                continue;
+            }
+            Lookup::Conflict(a, b) => {
+                trace.step(
+                    Stage::Authn,
+                    format!("{}: conflicting credentials", auth.name()),
+                );
+                return Err(Refusal::new(
+                    Reason::CredentialsConflicting,
+                    format!("The request carries different credentials in {a} and in {b}."),
+                )
+                .hint("Send one credential, in one place.")
+                .by(auth.name())
+                .token_presented());
+            }
+            Lookup::Found {
+                credential,
+                sources,
+            } => (credential, sources),
+        };
+        let identity = match auth.verify(&credential).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                trace.step(
+                    Stage::Authn,
+                    format!("{}: refused ({})", auth.name(), refusal.reason.code()),
+                );
+                return Err(refusal.by(auth.name()).token_presented());
+            }
+        };
+        trace.step(
+            Stage::Authn,
+            format!(
+                "{}: authenticated {} from {}",
+                auth.name(),
+                identity.subject,
+                sources[0]
+            ),
+        );
+        trace.identity = Some(identity.summary());
+        if !route.forward_client_credentials {
+            for source in &sources {
+                source.remove_from(parts);
+                trace.removed(&source.to_string(), RemovalCause::ConsumedCredential);
+            }
+        }
+        return Ok(Some(identity));
+    }
+    Err(missing(route, trace))
+}
+
+/// `credentials.missing`, naming every place searched and any header the policy removed.
+fn missing(route: &Route, trace: &Trace) -> Refusal {
+    let mut detail = String::from("No credential found. Searched: ");
+    let mut removed = String::new();
+    let mut underscore_header = None;
+    for (i, auth) in route.auth.iter().enumerate() {
+        for (j, source) in auth.sources().iter().enumerate() {
+            if i + j > 0 {
+                detail.push_str("; ");
+            }
+            let _ = write!(detail, "{source} [authenticator {}]", auth.name());
+            if let Source::Header { name, .. } = source {
+                if name.as_str().contains('_') {
+                    underscore_header = Some(name.clone());
+                }
+                if let Some(r) = trace.removal_of(&fold(name.as_str())) {
+                    let why = match r.cause {
+                        RemovalCause::UnderscorePolicy => "headers.underscores: drop",
+                        RemovalCause::Collision => "the collision guard",
+                        _ => "header policy",
+                    };
+                    let _ = write!(
+                        removed,
+                        " A header {:?} was present but removed by {why}.",
+                        r.name
+                    );
+                }
+            }
+        }
+    }
+    detail.push('.');
+    detail.push_str(&removed);
+    let mut refusal = Refusal::new(Reason::CredentialsMissing, detail);
+    if let Some(auth) = route.auth.first() {
+        refusal.authenticator = Some(auth.name().clone());
+    }
+    match underscore_header {
+        Some(name) => refusal.hint(format!(
+            "Send the credential in {name}; if a proxy in front of keyway drops header names with '_' (nginx does by default), send {} instead.",
+            name.as_str().replace('_', "-")
+        )),
+        None => refusal.hint("Send a credential in one of the places listed."),
+    }
+}

@@ -1,0 +1,261 @@
+//! Where authenticators look for credentials: `header:NAME`, `query:NAME`, `cookie:NAME`.
+
+use std::fmt;
+
+use http::HeaderName;
+use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
+use http::request::Parts;
+
+use crate::secret::Secret;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A header; `twin` is the hyphen spelling of a name with `_`. For `Authorization` the value
+    /// must use the Bearer scheme and the token is what follows it.
+    Header {
+        name: HeaderName,
+        twin: Option<HeaderName>,
+    },
+    Query(String),
+    Cookie(String),
+}
+
+impl Source {
+    pub fn parse(spec: &str) -> Result<Source, String> {
+        let (kind, name) = spec.split_once(':').ok_or_else(|| {
+            format!("credential source {spec:?} must be header:NAME, query:NAME or cookie:NAME")
+        })?;
+        if name.is_empty() {
+            return Err(format!("credential source {spec:?} has no name"));
+        }
+        match kind {
+            "header" => Source::header(name),
+            "query" => Ok(Source::Query(name.to_owned())),
+            "cookie" => Ok(Source::Cookie(name.to_owned())),
+            _ => Err(format!(
+                "credential source {spec:?}: the kind must be header, query or cookie"
+            )),
+        }
+    }
+
+    pub fn header(name: &str) -> Result<Source, String> {
+        let parsed = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        let twin = name
+            .contains('_')
+            .then(|| HeaderName::from_bytes(name.replace('_', "-").as_bytes()).ok())
+            .flatten();
+        Ok(Source::Header { name: parsed, twin })
+    }
+
+    pub fn is_bearer_header(&self) -> bool {
+        matches!(self, Source::Header { name, .. } if name == AUTHORIZATION)
+    }
+
+    /// Removes this credential from the request before it is forwarded.
+    pub fn remove_from(&self, parts: &mut Parts) {
+        match self {
+            Source::Header { name, twin } => {
+                parts.headers.remove(name);
+                if let Some(t) = twin {
+                    parts.headers.remove(t);
+                }
+            }
+            Source::Query(param) => {
+                let Some(query) = parts.uri.query() else {
+                    return;
+                };
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let key = pair.split('=').next().unwrap_or("");
+                        decode(key) != *param
+                    })
+                    .collect();
+                let path = parts.uri.path();
+                let rebuilt = if kept.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{}", kept.join("&"))
+                };
+                let mut uri_parts = parts.uri.clone().into_parts();
+                if let Ok(pq) = rebuilt.parse() {
+                    uri_parts.path_and_query = Some(pq);
+                    if let Ok(uri) = http::Uri::from_parts(uri_parts) {
+                        parts.uri = uri;
+                    }
+                }
+            }
+            Source::Cookie(cookie_name) => {
+                let kept: Vec<String> = parts
+                    .headers
+                    .get_all(COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty() && c.split('=').next() != Some(cookie_name.as_str()))
+                    .map(str::to_owned)
+                    .collect();
+                parts.headers.remove(COOKIE);
+                if !kept.is_empty()
+                    && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+                {
+                    parts.headers.insert(COOKIE, v);
+                }
+            }
+        }
+    }
+
+    /// The credential in this source, if any.
+    fn read(&self, parts: &Parts) -> Option<String> {
+        match self {
+            Source::Header { name, twin } => {
+                let value = parts
+                    .headers
+                    .get(name)
+                    .or_else(|| twin.as_ref().and_then(|t| parts.headers.get(t)))?;
+                let text = value.to_str().ok()?.trim();
+                if name == AUTHORIZATION {
+                    let (scheme, token) = text.split_once(' ')?;
+                    return scheme
+                        .eq_ignore_ascii_case("bearer")
+                        .then(|| token.trim().to_owned())
+                        .filter(|t| !t.is_empty());
+                }
+                (!text.is_empty()).then(|| text.to_owned())
+            }
+            Source::Query(param) => parts.uri.query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == param.as_str())
+                    .map(|(_, v)| v.into_owned())
+                    .filter(|v| !v.is_empty())
+            }),
+            Source::Cookie(cookie_name) => parts
+                .headers
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| *k == cookie_name)
+                .map(|(_, v)| v.trim_matches('"').to_owned())
+                .filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+fn decode(text: &str) -> String {
+    form_urlencoded::parse(text.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default()
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Header { name, .. } if name == AUTHORIZATION => {
+                f.write_str("header Authorization (Bearer)")
+            }
+            Source::Header {
+                name,
+                twin: Some(t),
+            } => write!(f, "header {name} (or {t})"),
+            Source::Header { name, twin: None } => write!(f, "header {name}"),
+            Source::Query(q) => write!(f, "query parameter {q}"),
+            Source::Cookie(c) => write!(f, "cookie {c}"),
+        }
+    }
+}
+
+/// What the sources of one authenticator hold.
+pub enum Lookup {
+    None,
+    /// One credential, possibly repeated in several sources (the same value twice is no conflict).
+    Found {
+        credential: Secret<String>,
+        sources: Vec<Source>,
+    },
+    /// Two different credentials in two sources.
+    Conflict(Source, Source),
+}
+
+pub fn lookup(sources: &[Source], parts: &Parts) -> Lookup {
+    let mut found: Option<(String, Vec<Source>)> = None;
+    for source in sources {
+        let Some(value) = source.read(parts) else {
+            continue;
+        };
+        match &mut found {
+            None => found = Some((value, vec![source.clone()])),
+            Some((first, where_found)) if *first == value => where_found.push(source.clone()),
+            Some((_, where_found)) => {
+                return Lookup::Conflict(where_found[0].clone(), source.clone());
+            }
+        }
+    }
+    match found {
+        None => Lookup::None,
+        Some((value, sources)) => Lookup::Found {
+            credential: Secret::new(value),
+            sources,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn twin_header_and_bearer() {
+        let src = Source::header("api_access_token").unwrap();
+        let p = parts("/", &[("api-access-token", "k1")]);
+        assert!(
+            matches!(lookup(&[src], &p), Lookup::Found { credential, .. } if credential.expose() == "k1")
+        );
+        let bearer = Source::header("Authorization").unwrap();
+        let p = parts("/", &[("authorization", "Basic abc")]);
+        assert!(matches!(
+            lookup(std::slice::from_ref(&bearer), &p),
+            Lookup::None
+        ));
+        let p = parts("/", &[("authorization", "bearer t0k")]);
+        assert!(
+            matches!(lookup(&[bearer], &p), Lookup::Found { credential, .. } if credential.expose() == "t0k")
+        );
+    }
+
+    #[test]
+    fn conflict_only_for_different_values() {
+        let sources = [
+            Source::parse("header:x-api-key").unwrap(),
+            Source::parse("query:key").unwrap(),
+            Source::parse("cookie:key").unwrap(),
+        ];
+        let same = parts("/?key=a", &[("x-api-key", "a"), ("cookie", "key=a")]);
+        assert!(
+            matches!(lookup(&sources, &same), Lookup::Found { sources, .. } if sources.len() == 3)
+        );
+        let diff = parts("/?key=b", &[("x-api-key", "a")]);
+        assert!(matches!(lookup(&sources, &diff), Lookup::Conflict(..)));
+    }
+
+    #[test]
+    fn removal_keeps_other_query_params_and_cookies() {
+        let mut p = parts("/x?a=1&key=s&b=2", &[("cookie", "key=s; theme=dark")]);
+        Source::Query("key".into()).remove_from(&mut p);
+        Source::Cookie("key".into()).remove_from(&mut p);
+        assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
+        assert_eq!(p.headers["cookie"], "theme=dark");
+    }
+}

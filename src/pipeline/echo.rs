@@ -1,0 +1,51 @@
+//! The builtin `echo` upstream: answers with what an upstream would have received.
+
+use std::collections::BTreeMap;
+
+use http::request::Parts;
+use http::{HeaderValue, Response, header};
+use serde_json::{Value, json};
+
+use super::authn::Identity;
+use super::body::Body;
+use crate::config::runtime::Upstream;
+
+pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) -> Response<Body> {
+    let mut headers: BTreeMap<&str, String> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let injected = upstream.inject.iter().any(|(n, _)| n == name);
+        let text = if injected {
+            "<injected, redacted>".to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        headers
+            .entry(name.as_str())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&text);
+            })
+            .or_insert(text);
+    }
+    let identity = identity.map_or(Value::Null, |id| {
+        json!({
+            "subject": id.subject,
+            "consumer": id.consumer.as_deref(),
+            "groups": &*id.groups,
+            "authenticator": &*id.authenticator,
+        })
+    });
+    let body = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "identity": identity,
+    });
+    let mut response = Response::new(Body::full(body.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,430 @@
+//! Header policy (SPEC §4): underscore policy, the collision guard, removal of client-sent
+//! identity and hop-by-hop headers, and the X-Forwarded-* / Forwarded chain.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::refusal::Refusal;
+use super::trace::{RemovalCause, Stage, Trace};
+use crate::config::file::UnderscorePolicy;
+use crate::reason::Reason;
+
+/// Prefixes of headers only keyway may set towards an upstream.
+const IDENTITY_PREFIXES: [&str; 2] = ["x-keyway-", "x-auth-request-"];
+/// Prefixes and names keyway sets, strips or rewrites: a client spelling that folds to one of
+/// these is removed.
+const GUARDED_PREFIXES: [&str; 3] = ["x-keyway-", "x-auth-request-", "x-forwarded-"];
+const GUARDED_NAMES: [&str; 2] = ["forwarded", "x-real-ip"];
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    pub underscores: UnderscorePolicy,
+    /// Lower-case names exempt from drop/reject/normalize.
+    pub allow: HashSet<String>,
+    /// Folded names keyway sets on upstream requests (`inject`, `claims_to_headers`).
+    pub guarded: HashSet<String>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Lower-case with `_` folded to `-`: how CGI-style backends see a header name.
+pub fn fold(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+impl HeaderPolicy {
+    fn is_guarded(&self, folded: &str) -> bool {
+        GUARDED_PREFIXES.iter().any(|p| folded.starts_with(p))
+            || GUARDED_NAMES.contains(&folded)
+            || self.guarded.contains(folded)
+    }
+
+    /// Limits stage: header size and count, and framing that smuggling relies on.
+    pub fn check_limits(&self, headers: &HeaderMap, trace: &mut Trace) -> Result<(), Refusal> {
+        let count = headers.len();
+        if count > self.max_headers {
+            trace.step(Stage::Limits, "too many headers");
+            return Err(Refusal::new(
+                Reason::HeaderTooLarge,
+                format!(
+                    "The request has {count} headers; the limit is {}.",
+                    self.max_headers
+                ),
+            )
+            .hint("Raise headers.max_request_headers if this is expected."));
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if bytes > self.max_header_bytes {
+            trace.step(Stage::Limits, "headers too large");
+            return Err(Refusal::new(
+                Reason::HeaderTooLarge,
+                format!(
+                    "The request headers take {bytes} bytes; the limit is {}.",
+                    self.max_header_bytes
+                ),
+            )
+            .hint("Raise headers.max_request_header_bytes if this is expected."));
+        }
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.contains_key(header::CONTENT_LENGTH)
+        {
+            trace.step(Stage::Limits, "both content-length and transfer-encoding");
+            return Err(Refusal::new(
+                Reason::HeaderFraming,
+                "The request carries both Content-Length and Transfer-Encoding; keyway refuses ambiguous framing.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Headers stage: underscore policy, collision guard, identity and hop-by-hop removal.
+    pub fn sanitize(
+        &self,
+        headers: &mut HeaderMap,
+        upgrade: bool,
+        trace: &mut Trace,
+    ) -> Result<(), Refusal> {
+        if headers.keys().any(|k| k.as_str().contains('_')) {
+            self.underscore_names(headers, trace)?;
+        }
+        remove_identity_headers(headers, trace);
+        remove_hop_by_hop(headers, upgrade, trace);
+        Ok(())
+    }
+
+    fn underscore_names(&self, headers: &mut HeaderMap, trace: &mut Trace) -> Result<(), Refusal> {
+        let underscored: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        let mut folded_seen: HashSet<String> = HashSet::new();
+        for name in &underscored {
+            let folded = fold(name.as_str()).into_owned();
+            if headers.contains_key(folded.as_str()) || !folded_seen.insert(folded.clone()) {
+                trace.step(Stage::Headers, format!("{name} is ambiguous"));
+                return Err(Refusal::new(
+                    Reason::HeaderAmbiguous,
+                    format!(
+                        "The request carries two headers that fold to {folded:?} (one is {:?}); backends that fold '_' to '-' could take either.",
+                        name.as_str()
+                    ),
+                )
+                .hint("Send the header once, spelled one way."));
+            }
+        }
+        for name in underscored {
+            let folded = fold(name.as_str()).into_owned();
+            if self.is_guarded(&folded) {
+                headers.remove(&name);
+                trace.removed(name.as_str(), RemovalCause::Collision);
+                trace.step(
+                    Stage::Headers,
+                    format!("removed {name}: folds to {folded}, which keyway sets"),
+                );
+                continue;
+            }
+            if self.allow.contains(name.as_str()) {
+                continue;
+            }
+            match self.underscores {
+                UnderscorePolicy::Pass => {}
+                UnderscorePolicy::Drop => {
+                    headers.remove(&name);
+                    trace.removed(name.as_str(), RemovalCause::UnderscorePolicy);
+                    trace.step(
+                        Stage::Headers,
+                        format!("dropped {name} (headers.underscores: drop)"),
+                    );
+                }
+                UnderscorePolicy::Reject => {
+                    trace.step(Stage::Headers, format!("rejected {name}"));
+                    return Err(Refusal::new(
+                        Reason::HeaderUnderscore,
+                        format!(
+                            "Header {:?} contains '_' and headers.underscores is reject.",
+                            name.as_str()
+                        ),
+                    )
+                    .hint(format!(
+                        "Send {folded:?} instead, or add {:?} to headers.allow.",
+                        name.as_str()
+                    )));
+                }
+                UnderscorePolicy::Normalize => {
+                    let Ok(new_name) = HeaderName::from_bytes(folded.as_bytes()) else {
+                        continue;
+                    };
+                    let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+                    headers.remove(&name);
+                    for v in values {
+                        headers.append(new_name.clone(), v);
+                    }
+                    trace.step(Stage::Headers, format!("normalized {name} to {folded}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_identity_headers(headers: &mut HeaderMap, trace: &mut Trace) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| IDENTITY_PREFIXES.iter().any(|p| k.as_str().starts_with(p)))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(&name);
+        trace.removed(name.as_str(), RemovalCause::IdentitySpoof);
+        trace.step(
+            Stage::Headers,
+            format!("removed client-sent identity header {name}"),
+        );
+    }
+}
+
+/// Removes hop-by-hop headers and those listed in `Connection` (RFC 9110 §7.6.1). An upgrade
+/// keeps `Upgrade` and gets a fresh `Connection: upgrade`.
+fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        if headers.remove(name).is_some() && name != header::CONNECTION {
+            trace.removed(name.as_str(), RemovalCause::HopByHop);
+        }
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// What keyway knows about the client side of the connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub tls: bool,
+    /// The peer is in `trusted_proxies`: its forwarding headers are believed.
+    pub trusted: bool,
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded: appended to the incoming chain
+/// from a trusted peer, replacing it otherwise.
+pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
+    let ip = peer.ip.to_string();
+    let proto = if peer.tls { "https" } else { "http" };
+    let chain_of = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let joined: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!joined.is_empty()).then(|| joined.join(", "))
+    };
+    let xff = match peer
+        .trusted
+        .then(|| chain_of(headers, &X_FORWARDED_FOR))
+        .flatten()
+    {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip.clone(),
+    };
+    set(headers, &X_FORWARDED_FOR, &xff);
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        set(headers, &X_FORWARDED_PROTO, proto);
+    }
+    if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => set(headers, &X_FORWARDED_HOST, h),
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    if !(peer.trusted && headers.contains_key(&X_REAL_IP)) {
+        set(headers, &X_REAL_IP, &ip);
+    }
+    let node = if peer.ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut element = format!("for={node};proto={proto}");
+    if let Some(h) = host {
+        element.push_str(";host=\"");
+        element.push_str(h);
+        element.push('"');
+    }
+    let forwarded = match peer
+        .trusted
+        .then(|| chain_of(headers, &header::FORWARDED))
+        .flatten()
+    {
+        Some(existing) => format!("{existing}, {element}"),
+        None => element,
+    };
+    set(headers, &header::FORWARDED, &forwarded);
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(underscores: UnderscorePolicy) -> HeaderPolicy {
+        HeaderPolicy {
+            underscores,
+            allow: HashSet::from(["api_access_token".to_owned()]),
+            guarded: HashSet::from(["x-user-email".to_owned()]),
+            max_header_bytes: 65536,
+            max_headers: 100,
+        }
+    }
+
+    fn trace() -> Trace {
+        Trace::start("t".into(), http::Method::GET, "/")
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn ambiguous_pair_is_refused_under_every_policy() {
+        for p in [
+            UnderscorePolicy::Pass,
+            UnderscorePolicy::Drop,
+            UnderscorePolicy::Normalize,
+            UnderscorePolicy::Reject,
+        ] {
+            let mut h = headers(&[("x-user_id", "a"), ("x-user-id", "b")]);
+            let err = policy(p).sanitize(&mut h, false, &mut trace()).unwrap_err();
+            assert_eq!(err.reason, Reason::HeaderAmbiguous);
+        }
+    }
+
+    #[test]
+    fn guarded_spellings_are_removed_and_recorded() {
+        let mut h = headers(&[("x_forwarded_for", "1.2.3.4"), ("x-user_email", "evil")]);
+        let mut t = trace();
+        policy(UnderscorePolicy::Pass)
+            .sanitize(&mut h, false, &mut t)
+            .unwrap();
+        assert!(h.is_empty());
+        assert_eq!(t.removals.len(), 2);
+        assert!(
+            t.removals
+                .iter()
+                .all(|r| r.cause == RemovalCause::Collision)
+        );
+    }
+
+    #[test]
+    fn policies() {
+        let mut h = headers(&[("my_header", "1"), ("api_access_token", "k")]);
+        policy(UnderscorePolicy::Normalize)
+            .sanitize(&mut h, false, &mut trace())
+            .unwrap();
+        assert!(h.contains_key("my-header") && h.contains_key("api_access_token"));
+
+        let mut h = headers(&[("my_header", "1")]);
+        policy(UnderscorePolicy::Drop)
+            .sanitize(&mut h, false, &mut trace())
+            .unwrap();
+        assert!(h.is_empty());
+
+        let mut h = headers(&[("my_header", "1")]);
+        let err = policy(UnderscorePolicy::Reject)
+            .sanitize(&mut h, false, &mut trace())
+            .unwrap_err();
+        assert_eq!(err.reason, Reason::HeaderUnderscore);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_are_removed() {
+        let mut h = headers(&[
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "5"),
+            ("x-keyway-subject", "admin"),
+            ("accept", "*/*"),
+        ]);
+        policy(UnderscorePolicy::Pass)
+            .sanitize(&mut h, false, &mut trace())
+            .unwrap();
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn forwarding_chain_appends_only_for_trusted_peers() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        let peer = Peer {
+            ip,
+            tls: false,
+            trusted: true,
+        };
+        set_forwarding(&mut h, peer, Some("example.com"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        set_forwarding(
+            &mut h,
+            Peer {
+                trusted: false,
+                ..peer
+            },
+            Some("example.com"),
+        );
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.1;proto=http;host=\"example.com\""
+        );
+    }
+}

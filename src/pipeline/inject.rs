@@ -1,0 +1,108 @@
+//! Credential injection: what keyway adds to the upstream request once it is allowed.
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Uri};
+
+use super::authn::Identity;
+use super::headers::{Peer, set_forwarding};
+use super::router::{PathMatch, request_host};
+use super::trace::{Stage, Trace};
+use crate::config::runtime::{Route, Target, Upstream};
+
+pub static X_KEYWAY_SUBJECT: HeaderName = HeaderName::from_static("x-keyway-subject");
+pub static X_KEYWAY_CONSUMER: HeaderName = HeaderName::from_static("x-keyway-consumer");
+pub static X_KEYWAY_GROUPS: HeaderName = HeaderName::from_static("x-keyway-groups");
+pub static X_KEYWAY_AUTHENTICATOR: HeaderName = HeaderName::from_static("x-keyway-authenticator");
+
+/// Sets forwarding and identity headers, the upstream's `inject` headers, and the upstream URI.
+pub fn apply(
+    route: &Route,
+    upstream: &Upstream,
+    identity: Option<&Identity>,
+    parts: &mut Parts,
+    peer: Peer,
+    trace: &mut Trace,
+) {
+    let host = request_host(parts).map(str::to_owned);
+    set_forwarding(&mut parts.headers, peer, host.as_deref());
+    if let Some(id) = identity {
+        set_identity_headers(parts, id, trace);
+    }
+    for (name, value) in &upstream.inject {
+        parts.headers.insert(name.clone(), value.expose().clone());
+    }
+    if !upstream.inject.is_empty() {
+        let names: Vec<&str> = upstream.inject.iter().map(|(n, _)| n.as_str()).collect();
+        trace.step(
+            Stage::Inject,
+            format!(
+                "injected {} for upstream {}",
+                names.join(", "),
+                upstream.name
+            ),
+        );
+    }
+    if let Some(uri) = upstream_uri(route, upstream, &parts.uri) {
+        parts.uri = uri;
+    }
+}
+
+fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
+    let headers = &mut parts.headers;
+    let mut put = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => trace.step(
+            Stage::Inject,
+            format!("{name} not set: value is not a valid header value"),
+        ),
+    };
+    put(&X_KEYWAY_SUBJECT, &id.subject);
+    if let Some(c) = &id.consumer {
+        put(&X_KEYWAY_CONSUMER, c);
+    }
+    if !id.groups.is_empty() {
+        put(&X_KEYWAY_GROUPS, &id.groups.join(","));
+    }
+    put(&X_KEYWAY_AUTHENTICATOR, &id.authenticator);
+    for (name, value) in &id.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// The upstream's origin and base path, plus the request path (less the matched prefix when
+/// `strip_prefix`), plus the query.
+fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
+    let base_path = match &upstream.target {
+        Target::Http { base_path, .. } => base_path.as_str(),
+        Target::Echo => "",
+    };
+    let mut path = uri.path();
+    if route.strip_prefix
+        && let PathMatch::Prefix(prefix) = &route.matcher.path
+    {
+        let trimmed = prefix.trim_end_matches('/');
+        path = path.strip_prefix(trimmed).unwrap_or(path);
+    }
+    let mut pq =
+        String::with_capacity(base_path.len() + path.len() + 1 + uri.query().map_or(0, str::len));
+    pq.push_str(base_path.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(path);
+    if let Some(q) = uri.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let builder = match &upstream.target {
+        Target::Http {
+            scheme, authority, ..
+        } => Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone()),
+        Target::Echo => Uri::builder(),
+    };
+    builder.path_and_query(pq).build().ok()
+}

@@ -1,0 +1,165 @@
+//! The request pipeline. `decide` runs the stages that decide (limits → headers → router →
+//! authn → authz) and is shared by everything that needs a decision; `handle` adds injection
+//! and the upstream for proxied requests. Every stage appends to one `Trace`.
+
+pub mod authn;
+pub mod authz;
+pub mod body;
+pub mod echo;
+pub mod headers;
+pub mod inject;
+pub mod refusal;
+pub mod request_id;
+pub mod router;
+pub mod trace;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use self::authn::Identity;
+use self::body::Body;
+use self::headers::Peer;
+use self::refusal::Refusal;
+use self::trace::{Stage, Trace};
+use crate::app::App;
+use crate::config::runtime::{Route, Runtime, Target};
+use crate::reason::Reason;
+
+/// What the deciding stages concluded for an allowed request.
+pub struct Decision {
+    pub route: Arc<Route>,
+    pub identity: Option<Identity>,
+}
+
+/// The deciding stages, in order.
+pub async fn decide(
+    rt: &Runtime,
+    parts: &mut Parts,
+    upgrade: bool,
+    trace: &mut Trace,
+) -> Result<Decision, Refusal> {
+    rt.headers.check_limits(&parts.headers, trace)?;
+    check_path(parts.uri.path(), trace)?;
+    rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
+    let route = rt.router.route(parts, trace)?;
+    let identity = authn::authenticate(&route, parts, trace).await?;
+    authz::authorize(route.allow.as_ref(), identity.as_ref(), trace)?;
+    Ok(Decision { route, identity })
+}
+
+/// Serves one proxied request and records it.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    peer_ip: std::net::IpAddr,
+    tls: bool,
+) -> Response<Body> {
+    let rt = app.runtime();
+    let upgrade = upstream::is_upgrade(&req);
+    let (mut parts, body) = req.into_parts();
+    let mut trace = Trace::start(
+        request_id::of(&parts.headers),
+        parts.method.clone(),
+        parts.uri.path(),
+    );
+    let peer = Peer {
+        ip: peer_ip,
+        tls,
+        trusted: rt.is_trusted(peer_ip),
+    };
+    let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
+        Ok(decision) => proxy(decision, parts, body, peer, upgrade, &mut trace).await,
+        Err(refusal) => Err(refusal),
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(refusal) => {
+            let response = refusal::render(&refusal, &trace, rt.detail);
+            trace.refusal = Some(refusal);
+            response
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&trace.request_id) {
+        response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), id);
+    }
+    trace.status = response.status().as_u16();
+    app.record(&trace, &rt);
+    response
+}
+
+async fn proxy(
+    decision: Decision,
+    mut parts: Parts,
+    body: Incoming,
+    peer: Peer,
+    upgrade: bool,
+    trace: &mut Trace,
+) -> Result<Response<Body>, Refusal> {
+    let Decision { route, identity } = decision;
+    let Some(upstream) = route.upstream.as_ref() else {
+        return Err(Refusal::new(
+            Reason::RouteNone,
+            format!("Route {} has no upstream.", route.name),
+        ));
+    };
+    inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
+    parts.headers.insert(
+        request_id::X_REQUEST_ID.clone(),
+        HeaderValue::from_str(&trace.request_id).unwrap_or(HeaderValue::from_static("-")),
+    );
+    match (&upstream.target, &upstream.client) {
+        (Target::Echo, _) => {
+            trace.step(Stage::Upstream, "builtin echo answered");
+            Ok(echo::respond(&parts, upstream, identity.as_ref()))
+        }
+        (Target::Http { .. }, Some(client)) => {
+            upstream::forward(
+                upstream,
+                client,
+                Request::from_parts(parts, body),
+                upgrade,
+                trace,
+            )
+            .await
+        }
+        (Target::Http { .. }, None) => Err(Refusal::new(
+            Reason::UpstreamUnreachable,
+            format!("Upstream {} has no client.", upstream.name),
+        )),
+    }
+}
+
+/// Dot segments and encoded separators could make the upstream see a path the router did not.
+fn check_path(path: &str, trace: &mut Trace) -> Result<(), Refusal> {
+    let lower_has = |needle: &str| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    let dot_segment = path.split('/').any(|seg| {
+        seg == "."
+            || seg == ".."
+            || seg.eq_ignore_ascii_case("%2e")
+            || seg.eq_ignore_ascii_case("%2e%2e")
+            || seg.eq_ignore_ascii_case(".%2e")
+            || seg.eq_ignore_ascii_case("%2e.")
+    });
+    if !dot_segment && !lower_has("%2f") && !lower_has("%5c") && !path.contains('\\') {
+        return Ok(());
+    }
+    trace.step(
+        Stage::Limits,
+        "path with dot segments or encoded separators",
+    );
+    Err(Refusal::new(
+        Reason::PathInvalid,
+        "The path contains dot segments or encoded slashes or backslashes, which could reach a different route upstream.",
+    )
+    .hint("Send the normalized path."))
+}

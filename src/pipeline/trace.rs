@@ -1,0 +1,145 @@
+//! One record per request of what every stage decided. The refusal body, the access log line and
+//! the metrics are views of it; none of them recomputes a decision.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::refusal::Refusal;
+
+/// The stages of the pipeline, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Limits,
+    Router,
+    Headers,
+    Authn,
+    Authz,
+    Inject,
+    Upstream,
+}
+
+impl Stage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Limits => "limits",
+            Stage::Router => "router",
+            Stage::Headers => "headers",
+            Stage::Authn => "authn",
+            Stage::Authz => "authz",
+            Stage::Inject => "inject",
+            Stage::Upstream => "upstream",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub stage: Stage,
+    pub note: Cow<'static, str>,
+    /// Microseconds since the request started.
+    pub at_us: u64,
+}
+
+/// Why a client header was removed before forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovalCause {
+    /// `headers.underscores: drop`.
+    UnderscorePolicy,
+    /// Folds to a header keyway sets (`X_Forwarded_For` vs `X-Forwarded-For`).
+    Collision,
+    /// A client-sent identity header (`X-Keyway-*`, `X-Auth-Request-*`).
+    IdentitySpoof,
+    /// Hop-by-hop headers and those named in `Connection`.
+    HopByHop,
+    /// The credential keyway consumed (unless `forward_client_credentials`).
+    ConsumedCredential,
+}
+
+impl RemovalCause {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RemovalCause::UnderscorePolicy => "underscore_policy",
+            RemovalCause::Collision => "collision",
+            RemovalCause::IdentitySpoof => "identity_spoof",
+            RemovalCause::HopByHop => "hop_by_hop",
+            RemovalCause::ConsumedCredential => "consumed_credential",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Removal {
+    pub name: String,
+    pub cause: RemovalCause,
+}
+
+/// Who the request was authenticated as; names only, never a credential.
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySummary {
+    pub authenticator: Arc<str>,
+    pub consumer: Option<Arc<str>>,
+    pub subject: String,
+}
+
+#[derive(Debug)]
+pub struct Trace {
+    pub request_id: String,
+    pub method: http::Method,
+    pub path: String,
+    started: Instant,
+    pub route: Option<Arc<str>>,
+    pub steps: Vec<Step>,
+    pub removals: Vec<Removal>,
+    pub identity: Option<IdentitySummary>,
+    pub refusal: Option<Refusal>,
+    pub status: u16,
+}
+
+impl Trace {
+    pub fn start(request_id: String, method: http::Method, path: &str) -> Self {
+        Trace {
+            request_id,
+            method,
+            path: path.to_owned(),
+            started: Instant::now(),
+            route: None,
+            steps: Vec::with_capacity(8),
+            removals: Vec::new(),
+            identity: None,
+            refusal: None,
+            status: 0,
+        }
+    }
+
+    pub fn step(&mut self, stage: Stage, note: impl Into<Cow<'static, str>>) {
+        let at_us = self.elapsed_us();
+        self.steps.push(Step {
+            stage,
+            note: note.into(),
+            at_us,
+        });
+    }
+
+    pub fn removed(&mut self, name: &str, cause: RemovalCause) {
+        self.removals.push(Removal {
+            name: name.to_owned(),
+            cause,
+        });
+    }
+
+    /// Whether a header of this name (compared after folding `_` to `-`) was removed by policy.
+    pub fn removal_of(&self, folded_name: &str) -> Option<&Removal> {
+        self.removals
+            .iter()
+            .find(|r| super::headers::fold(&r.name) == folded_name)
+    }
+
+    pub fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    pub fn reason_code(&self) -> &'static str {
+        self.refusal.as_ref().map_or("", |r| r.reason.code())
+    }
+}

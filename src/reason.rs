@@ -1,0 +1,75 @@
+//! Stable reason codes: every refusal names one, the README documents each, metrics count them.
+
+use http::StatusCode;
+
+macro_rules! reasons {
+    ($($variant:ident => ($code:literal, $status:expr, $meaning:literal)),* $(,)?) => {
+        /// Why keyway refused a request. The dotted code is a stable public contract.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason { $($variant),* }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant),*];
+
+            pub const fn code(self) -> &'static str {
+                match self { $(Reason::$variant => $code),* }
+            }
+
+            /// The status keyway answers with for this reason.
+            pub fn status(self) -> StatusCode {
+                match self { $(Reason::$variant => $status),* }
+            }
+
+            /// One line for the README table and `keyway check`.
+            pub const fn meaning(self) -> &'static str {
+                match self { $(Reason::$variant => $meaning),* }
+            }
+        }
+    };
+}
+
+reasons! {
+    RouteNone => ("route.none", StatusCode::NOT_FOUND, "No route matches the request's host, path, method and headers."),
+    PathInvalid => ("request.bad_path", StatusCode::BAD_REQUEST, "The path has dot segments or encoded slashes that could bypass route matching."),
+    HeaderUnderscore => ("header.underscore", StatusCode::BAD_REQUEST, "A header name contains `_` and `headers.underscores` is `reject`."),
+    HeaderAmbiguous => ("header.ambiguous", StatusCode::BAD_REQUEST, "Two header names fold to the same name (`X-User_Id` and `X-User-Id`); backends could confuse them."),
+    HeaderTooLarge => ("header.too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers exceed `headers.max_request_header_bytes` or `headers.max_request_headers`."),
+    HeaderFraming => ("header.bad_framing", StatusCode::BAD_REQUEST, "The request carries both Content-Length and Transfer-Encoding (a request-smuggling pattern)."),
+    CredentialsMissing => ("credentials.missing", StatusCode::UNAUTHORIZED, "None of the route's authenticators found a credential; the detail lists every place searched."),
+    CredentialsConflicting => ("credentials.conflicting", StatusCode::UNAUTHORIZED, "Two different credentials arrived in two sources of one request."),
+    ApiKeyInvalid => ("api_key.invalid", StatusCode::UNAUTHORIZED, "The API key matches no consumer."),
+    JwtMalformed => ("jwt.malformed", StatusCode::UNAUTHORIZED, "The token is not a well-formed JWS compact token (three base64url parts of JSON)."),
+    JwtAlgNotAllowed => ("jwt.alg_not_allowed", StatusCode::UNAUTHORIZED, "The token's `alg` is not the algorithm configured for the key (includes `none`)."),
+    JwtSignatureInvalid => ("jwt.signature_invalid", StatusCode::UNAUTHORIZED, "The signature does not verify with the configured key."),
+    JwtExpired => ("jwt.expired", StatusCode::UNAUTHORIZED, "`exp` is in the past, beyond the leeway."),
+    JwtNotYetValid => ("jwt.not_yet_valid", StatusCode::UNAUTHORIZED, "`nbf` (or `iat`) is in the future, beyond the leeway."),
+    JwtLifetimeTooLong => ("jwt.lifetime_too_long", StatusCode::UNAUTHORIZED, "`exp - iat` exceeds `max_lifetime`."),
+    JwtIssuerMismatch => ("jwt.issuer_mismatch", StatusCode::UNAUTHORIZED, "`iss` is not the configured issuer."),
+    JwtAudienceMismatch => ("jwt.audience_mismatch", StatusCode::UNAUTHORIZED, "`aud` names none of the configured audiences."),
+    JwtKeyUnknown => ("jwt.key_unknown", StatusCode::UNAUTHORIZED, "No configured or fetched key matches the token's `kid`."),
+    JwtClaimMissing => ("jwt.claim_missing", StatusCode::UNAUTHORIZED, "A required claim (`exp`, the identity claim, …) is absent."),
+    JwtClaimInvalid => ("jwt.claim_invalid", StatusCode::UNAUTHORIZED, "A claim has the wrong type (e.g. `exp` not a number)."),
+    JwtCritUnsupported => ("jwt.crit_unsupported", StatusCode::UNAUTHORIZED, "The token header has `crit`; keyway understands no extensions."),
+    JwtConsumerClaimMissing => ("jwt.consumer_claim_missing", StatusCode::UNAUTHORIZED, "The token lacks the claim that names its consumer (`consumer_claim`)."),
+    JwtConsumerUnknown => ("jwt.consumer_unknown", StatusCode::UNAUTHORIZED, "The token names a consumer that has no JWT credential configured."),
+    JwtKeysUnavailable => ("jwt.keys_unavailable", StatusCode::SERVICE_UNAVAILABLE, "The issuer's JWKS has never been fetched successfully."),
+    AuthzDenied => ("authz.denied", StatusCode::FORBIDDEN, "Authenticated, but the route's `allow` does not admit this identity."),
+    UpstreamUnreachable => ("upstream.unreachable", StatusCode::BAD_GATEWAY, "keyway could not connect to the upstream."),
+    UpstreamTimeout => ("upstream.timeout", StatusCode::GATEWAY_TIMEOUT, "The upstream did not connect or answer within its timeouts."),
+    UpstreamProtocol => ("upstream.protocol", StatusCode::BAD_GATEWAY, "The upstream answered with something that is not valid HTTP, or closed early."),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_dotted() {
+        let mut seen = HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.code()), "duplicate {}", r.code());
+            assert!(r.code().contains('.'));
+        }
+    }
+}

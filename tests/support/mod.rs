@@ -1,0 +1,255 @@
+//! Test support: keyway started in-process on an ephemeral loopback port, real upstream servers,
+//! a real HTTP client. Readiness is awaited by polling, never by fixed sleeps.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use keyway::app::App;
+use keyway::config::{self, Source};
+use keyway::server::{self, Running};
+use tokio::net::TcpListener;
+
+/// keyway, running in this process on 127.0.0.1 with an ephemeral port.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub app: Arc<App>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    running: Option<Running>,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Starts keyway with `yaml` (written to a temp dir so relative paths resolve there).
+/// The listen and admin addresses are replaced by ephemeral loopback ports.
+pub async fn start(yaml: &str) -> Gateway {
+    start_with_files(yaml, &[]).await
+}
+
+pub async fn start_with_files(yaml: &str, files: &[(&str, &[u8])]) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write file");
+    }
+    let config_path = dir.path().join("keyway.yaml");
+    std::fs::write(&config_path, yaml).expect("write config");
+    let source = Source::File(config_path.clone());
+    let mut loaded = match config::load(&source) {
+        Ok(l) => l,
+        Err(errors) => panic!("config failed: {errors:#?}"),
+    };
+    loaded.runtime.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    if let Some(admin) = loaded.runtime.admin.as_mut() {
+        admin.listen = "127.0.0.1:0".parse().unwrap();
+    }
+    let app = App::new(loaded.runtime, source);
+    let running = server::start(app.clone()).await.expect("start keyway");
+    Gateway {
+        addr: running.addrs[0],
+        admin: running.admin_addr,
+        app,
+        dir,
+        config_path,
+        running: Some(running),
+    }
+}
+
+/// What an upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP/1.1 + h2c server on 127.0.0.1 that records every request it receives.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+}
+
+/// An upstream that answers 200 with body "ok" to everything.
+pub async fn upstream_ok() -> Upstream {
+    upstream(|_seen| {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+        *r.status_mut() = StatusCode::OK;
+        r
+    })
+    .await
+}
+
+/// An upstream whose answer is computed from the request it saw (body read in full).
+pub async fn upstream<F>(answer: F) -> Upstream
+where
+    F: Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let answer = Arc::new(answer);
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let answer = answer.clone();
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let seen = Seen {
+                            method: parts.method,
+                            uri: parts.uri.to_string(),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let response = answer(&seen);
+                        log.lock().unwrap().push(seen);
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen }
+}
+
+/// A plain response as a test sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `reason` of a problem+json refusal.
+    pub fn reason(&self) -> String {
+        self.json()["reason"].as_str().unwrap_or("").to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request with headers and collects the answer.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Answer {
+    send_body(method, url, headers, Bytes::new()).await
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    send("GET", url, headers).await
+}
+
+pub async fn send_body(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    let mut req = Request::builder().method(method).uri(url);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = client()
+        .request(req.body(Full::new(body)).unwrap())
+        .await
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true, up to `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The keyway binary built by cargo for integration tests.
+pub fn keyway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keyway")
+}
