@@ -1,5 +1,6 @@
 //! End-to-end tests of the gateway core on real sockets.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use support::*;
