@@ -34,6 +34,8 @@ reasons! {
     HeaderUnderscore => ("header.underscore", StatusCode::BAD_REQUEST, "A header name contains `_` and `headers.underscores` is `reject`."),
     HeaderAmbiguous => ("header.ambiguous", StatusCode::BAD_REQUEST, "Two header names fold to the same name (`X-User_Id` and `X-User-Id`); backends could confuse them."),
     HeaderTooLarge => ("header.too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers exceed `headers.max_request_header_bytes` or `headers.max_request_headers`."),
+    HeaderMalformed => ("header.malformed", StatusCode::BAD_REQUEST, "The request head could not be parsed: invalid header name or value (bare CR, NUL), obs-fold, a line without a colon, or conflicting Content-Length."),
+    UriTooLong => ("request.uri_too_long", StatusCode::URI_TOO_LONG, "The request URI is longer than the HTTP parser accepts."),
     HeaderFraming => ("header.bad_framing", StatusCode::BAD_REQUEST, "The request carries both Content-Length and Transfer-Encoding (a request-smuggling pattern)."),
     CredentialsMissing => ("credentials.missing", StatusCode::UNAUTHORIZED, "None of the route's authenticators found a credential; the detail lists every place searched."),
     CredentialsConflicting => ("credentials.conflicting", StatusCode::UNAUTHORIZED, "Two different credentials arrived in two sources of one request."),
@@ -70,6 +72,19 @@ mod tests {
         for r in Reason::ALL {
             assert!(seen.insert(r.code()), "duplicate {}", r.code());
             assert!(r.code().contains('.'));
+        }
+    }
+
+    #[test]
+    fn readme_documents_every_reason() {
+        let readme = include_str!("../README.md");
+        for r in Reason::ALL {
+            let row = format!("| `{}` | {} |", r.code(), r.status().as_u16());
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the row for {}",
+                r.code()
+            );
         }
     }
 }

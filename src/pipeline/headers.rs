@@ -58,7 +58,12 @@ impl HeaderPolicy {
     }
 
     /// Limits stage: header size and count, and framing that smuggling relies on.
-    pub fn check_limits(&self, headers: &HeaderMap, trace: &mut Trace) -> Result<(), Refusal> {
+    pub fn check_limits(
+        &self,
+        parts: &http::request::Parts,
+        trace: &mut Trace,
+    ) -> Result<(), Refusal> {
+        let headers = &parts.headers;
         let count = headers.len();
         if count > self.max_headers {
             trace.step(Stage::Limits, "too many headers");
@@ -86,9 +91,15 @@ impl HeaderPolicy {
             )
             .hint("Raise headers.max_request_header_bytes if this is expected."));
         }
-        if headers.contains_key(header::TRANSFER_ENCODING)
-            && headers.contains_key(header::CONTENT_LENGTH)
-        {
+        // hyper drops Content-Length when Transfer-Encoding is present; the connection's framing
+        // scanner saw the original head.
+        let conflicting = parts
+            .extensions
+            .get::<crate::server::framing::ConflictingFraming>()
+            .is_some()
+            || (headers.contains_key(header::TRANSFER_ENCODING)
+                && headers.contains_key(header::CONTENT_LENGTH));
+        if conflicting {
             trace.step(Stage::Limits, "both content-length and transfer-encoding");
             return Err(Refusal::new(
                 Reason::HeaderFraming,

@@ -42,7 +42,7 @@ pub async fn decide(
     upgrade: bool,
     trace: &mut Trace,
 ) -> Result<Decision, Refusal> {
-    rt.headers.check_limits(&parts.headers, trace)?;
+    rt.headers.check_limits(parts, trace)?;
     check_path(parts.uri.path(), trace)?;
     rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
     let route = rt.router.route(parts, trace)?;
@@ -108,6 +108,14 @@ async fn proxy(
             format!("Route {} has no upstream.", route.name),
         ));
     };
+    // The upstream speaks HTTP/1.1 whatever the client spoke; keep the client's host for it.
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    parts.version = http::Version::HTTP_11;
     inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
     parts.headers.insert(
         request_id::X_REQUEST_ID.clone(),

@@ -2,6 +2,8 @@
 //! limits on header size and read time, graceful shutdown that drains in-flight requests.
 
 pub mod admin;
+pub mod framing;
+mod guarded_io;
 
 use std::convert::Infallible;
 use std::io;
@@ -20,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::pipeline;
+use framing::{ConflictingFraming, FramingFlag};
+use guarded_io::GuardedIo;
 
 /// A started gateway: its bound addresses and the handle that stops it.
 pub struct Running {
@@ -154,19 +158,29 @@ async fn serve_connection(
 ) {
     let timeout = app.runtime().limits.header_read_timeout;
     let is_tls = tls.is_some();
-    let service = service_fn(move |req| {
+    let framing = FramingFlag::default();
+    let flag = framing.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let app = app.clone();
+        if flag.is_set() {
+            req.extensions_mut().insert(ConflictingFraming);
+        }
         async move { Ok::<_, Infallible>(pipeline::handle(&app, req, peer.ip(), is_tls).await) }
     });
     let result = match tls {
         None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(GuardedIo::new(stream, framing)),
+                service,
+            );
             watcher.watch(conn.into_owned()).await
         }
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls_stream)) => {
-                let conn =
-                    builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(GuardedIo::new(tls_stream, framing)),
+                    service,
+                );
                 watcher.watch(conn.into_owned()).await
             }
             Ok(Err(e)) => {

@@ -1,0 +1,275 @@
+//! Watches the request heads a client sends for Content-Length together with Transfer-Encoding.
+//!
+//! hyper resolves that conflict itself (Transfer-Encoding wins, the connection closes afterwards)
+//! and hides the Content-Length header from keyway, but the pair is the classic request-smuggling
+//! pattern, so keyway refuses it (`header.bad_framing`). The scanner follows HTTP/1 framing just
+//! far enough to find each head (skipping Content-Length and chunked bodies) and gives up —
+//! leaving hyper's parsing as the only guard — on anything it does not understand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a head with both framing headers was seen on the connection.
+#[derive(Clone, Default, Debug)]
+pub struct FramingFlag(Arc<AtomicBool>);
+
+impl FramingFlag {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Marker put in a request's extensions when its connection carried conflicting framing.
+#[derive(Clone, Copy, Debug)]
+pub struct ConflictingFraming;
+
+const MAX_HEAD: usize = 256 * 1024;
+const MAX_CHUNK_LINE: usize = 1024;
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkCrlf(u8),
+    Trailers,
+    /// Upgraded, HTTP/2, or not understood: stop looking.
+    Off,
+}
+
+#[derive(Debug)]
+pub struct FramingScanner {
+    state: State,
+    line: Vec<u8>,
+    flag: FramingFlag,
+}
+
+impl FramingScanner {
+    pub fn new(flag: FramingFlag) -> Self {
+        FramingScanner {
+            state: State::Head,
+            line: Vec::new(),
+            flag,
+        }
+    }
+
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Body(left) => {
+                    let n = (*left).min(bytes.len() as u64) as usize;
+                    *left -= n as u64;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        self.state = State::Head;
+                    }
+                }
+                State::ChunkData(left) => {
+                    let n = (*left).min(bytes.len() as u64) as usize;
+                    *left -= n as u64;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        self.state = State::ChunkCrlf(2);
+                    }
+                }
+                State::ChunkCrlf(left) => {
+                    *left -= 1;
+                    bytes = &bytes[1..];
+                    if *left == 0 {
+                        self.state = State::ChunkSize;
+                    }
+                }
+                State::Head => {
+                    // A head ends with an empty line; keep it whole to read its header lines.
+                    let end = self.head_end(bytes);
+                    match end {
+                        Some(n) => {
+                            self.line.extend_from_slice(&bytes[..n]);
+                            bytes = &bytes[n..];
+                            self.state = self.after_head();
+                            self.line.clear();
+                        }
+                        None => {
+                            self.line.extend_from_slice(bytes);
+                            if self.line.len() > MAX_HEAD {
+                                self.state = State::Off;
+                            }
+                            return;
+                        }
+                    }
+                }
+                State::ChunkSize | State::Trailers => {
+                    let Some(pos) = bytes.iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(bytes);
+                        if self.line.len() > MAX_CHUNK_LINE {
+                            self.state = State::Off;
+                        }
+                        return;
+                    };
+                    self.line.extend_from_slice(&bytes[..pos]);
+                    bytes = &bytes[pos + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = match self.state {
+                        State::ChunkSize => chunk_size(line),
+                        _ if line.is_empty() => State::Head,
+                        _ => State::Trailers,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Bytes of `bytes` up to and including the blank line that ends the head, if present.
+    fn head_end(&self, bytes: &[u8]) -> Option<usize> {
+        // Look across the boundary with what was buffered: the last 3 buffered bytes matter.
+        let tail_len = self.line.len().min(3);
+        let tail = &self.line[self.line.len() - tail_len..];
+        for i in 0..bytes.len() {
+            if bytes[i] != b'\n' {
+                continue;
+            }
+            let before = |k: usize| -> Option<u8> {
+                if k <= i {
+                    Some(bytes[i - k])
+                } else {
+                    let j = k - i;
+                    (j <= tail.len()).then(|| tail[tail.len() - j])
+                }
+            };
+            let blank_crlf = before(1) == Some(b'\r') && before(2) == Some(b'\n');
+            let blank_lf = before(1) == Some(b'\n');
+            // The empty line at the very start of a connection is not an end of head.
+            if (blank_crlf || blank_lf) && self.line.len() + i > 2 {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    fn after_head(&self) -> State {
+        let head = &self.line;
+        if head.starts_with(b"PRI * HTTP/2.0") {
+            return State::Off;
+        }
+        let mut content_length: Option<u64> = None;
+        let mut has_cl = false;
+        let mut chunked = false;
+        let mut saw_te = false;
+        let mut upgrade = false;
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+            if name.eq_ignore_ascii_case(b"content-length") {
+                has_cl = true;
+                content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                saw_te = true;
+                chunked |= value
+                    .split(|&b| b == b',')
+                    .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                upgrade = true;
+            }
+        }
+        if saw_te && has_cl {
+            self.flag.0.store(true, Ordering::Relaxed);
+        }
+        match (
+            upgrade || head.starts_with(b"CONNECT "),
+            saw_te,
+            chunked,
+            has_cl,
+            content_length,
+        ) {
+            (true, ..) => State::Off,
+            (_, true, true, ..) => State::ChunkSize,
+            (_, true, false, ..) => State::Off,
+            (_, _, _, false, _) | (_, _, _, true, Some(0)) => State::Head,
+            (_, _, _, true, Some(n)) => State::Body(n),
+            (_, _, _, true, None) => State::Off,
+        }
+    }
+}
+
+fn chunk_size(line: &[u8]) -> State {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .map(trim)
+        .unwrap_or_default();
+    match std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+    {
+        Some(0) => State::Trailers,
+        Some(n) => State::ChunkData(n),
+        None => State::Off,
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> bool {
+        let flag = FramingFlag::default();
+        let mut s = FramingScanner::new(flag.clone());
+        for c in chunks {
+            s.feed(c);
+        }
+        flag.is_set()
+    }
+
+    #[test]
+    fn flags_both_headers_in_either_order_and_split_reads() {
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ]));
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        ]));
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nTransfer-Enc",
+            b"oding: chunked\r\ncontent-length: 5\r",
+            b"\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn follows_bodies_to_the_next_head() {
+        // A body that looks like a smuggled head must not be read as one.
+        let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        assert!(!scan(&[
+            head.as_bytes(),
+            body,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        ]));
+        // A chunked body, then a conflicting head on the same connection.
+        assert!(scan(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]));
+        assert!(!scan(&[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+        ]));
+    }
+}

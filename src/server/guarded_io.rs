@@ -1,0 +1,193 @@
+//! The connection's byte stream as hyper sees it, with two guards hyper does not provide:
+//! - writes: requests that hyper's HTTP/1 parser refuses (bad header names or values, obs-fold,
+//!   NUL, conflicting Content-Length, oversized heads) get the same problem+json answer as every
+//!   other refusal. hyper writes a bare status for those before any keyway stage runs; the
+//!   wrapper recognises that head on its way out and writes keyway's refusal instead.
+//! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`).
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::framing::{FramingFlag, FramingScanner};
+use crate::pipeline::request_id;
+use crate::reason::Reason;
+
+pub struct GuardedIo<T> {
+    inner: T,
+    /// A replacement response still being written.
+    pending: Option<(Vec<u8>, usize)>,
+    scanner: FramingScanner,
+}
+
+impl<T> GuardedIo<T> {
+    pub fn new(inner: T, framing: FramingFlag) -> Self {
+        GuardedIo {
+            inner,
+            pending: None,
+            scanner: FramingScanner::new(framing),
+        }
+    }
+}
+
+/// The reason for a head hyper wrote on its own; keyway's responses always carry X-Request-Id.
+fn automatic_refusal(head: &[u8]) -> Option<Reason> {
+    let reason = if head.starts_with(b"HTTP/1.1 400 ") {
+        Reason::HeaderMalformed
+    } else if head.starts_with(b"HTTP/1.1 431 ") {
+        Reason::HeaderTooLarge
+    } else if head.starts_with(b"HTTP/1.1 414 ") {
+        Reason::UriTooLong
+    } else {
+        return None;
+    };
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    let has_request_id = head[..end]
+        .windows(13)
+        .any(|w| w.eq_ignore_ascii_case(b"x-request-id:"));
+    (!has_request_id).then_some(reason)
+}
+
+fn replacement(reason: Reason) -> Vec<u8> {
+    let id = request_id::of(&http::HeaderMap::new());
+    let status = reason.status();
+    let detail = match reason {
+        Reason::HeaderTooLarge => "The request head is larger than keyway accepts.",
+        Reason::UriTooLong => "The request URI is longer than keyway accepts.",
+        _ => {
+            "The request head could not be parsed: an invalid header name or value (bare CR, NUL, control characters), obs-fold, a line without a colon, or conflicting Content-Length headers."
+        }
+    };
+    let body = serde_json::json!({
+        "type": format!("urn:keyway:reason:{}", reason.code()),
+        "title": status.canonical_reason().unwrap_or("Bad Request"),
+        "status": status.as_u16(),
+        "reason": reason.code(),
+        "detail": detail,
+        "request_id": id,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-keyway-reason: {}\r\nx-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reason.code(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl<T: AsyncWrite + Unpin> GuardedIo<T> {
+    /// Writes out a pending replacement; Ready(Ok) once nothing is pending.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.pending {
+            let n =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+            if *written == bytes.len() {
+                self.pending = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn intercept(&mut self, first: &[u8], total: usize) -> Option<usize> {
+        let reason = automatic_refusal(first)?;
+        tracing::debug!(reason = reason.code(), "request refused by the HTTP parser");
+        self.pending = Some((replacement(reason), 0));
+        Some(total)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.scanner.feed(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drain(cx))?;
+        if let Some(n) = this.intercept(buf, buf.len()) {
+            let _ = this.drain(cx)?;
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drain(cx))?;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            let total = bufs.iter().map(|b| b.len()).sum();
+            if let Some(n) = this.intercept(first, total) {
+                let _ = this.drain(cx)?;
+                return Poll::Ready(Ok(n));
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_only_heads_keyway_did_not_write() {
+        assert_eq!(
+            automatic_refusal(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"),
+            Some(Reason::HeaderMalformed)
+        );
+        assert_eq!(
+            automatic_refusal(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n"),
+            Some(Reason::HeaderTooLarge)
+        );
+        assert_eq!(
+            automatic_refusal(b"HTTP/1.1 400 Bad Request\r\nx-request-id: abc\r\n\r\n{}"),
+            None
+        );
+        assert_eq!(automatic_refusal(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+    }
+}
