@@ -30,7 +30,7 @@ macro_rules! reasons {
 
 reasons! {
     RouteNone => ("route.none", StatusCode::NOT_FOUND, "No route matches the request's host, path, method and headers."),
-    PathInvalid => ("request.bad_path", StatusCode::BAD_REQUEST, "The path has dot segments or encoded slashes that could bypass route matching."),
+    PathInvalid => ("request.bad_path", StatusCode::BAD_REQUEST, "The path has dot segments (raw or percent-encoded) that could resolve to another route upstream."),
     HeaderUnderscore => ("header.underscore", StatusCode::BAD_REQUEST, "A header name contains `_` and `headers.underscores` is `reject`."),
     HeaderAmbiguous => ("header.ambiguous", StatusCode::BAD_REQUEST, "Two header names fold to the same name (`X-User_Id` and `X-User-Id`); backends could confuse them."),
     HeaderTooLarge => ("header.too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers exceed `headers.max_request_header_bytes` or `headers.max_request_headers`."),
