@@ -33,6 +33,8 @@ impl App {
     pub fn reload(&self) -> Result<Vec<Warning>, Vec<ConfigError>> {
         match config::load(&self.source) {
             Ok(loaded) => {
+                // Reload runs inside the server's runtime (SIGHUP handler, admin endpoint).
+                loaded.runtime.authenticators.iter().for_each(|a| a.start());
                 self.runtime.store(Arc::new(loaded.runtime));
                 self.metrics.reloaded(true);
                 tracing::info!(source = %self.source.describe(), "config reloaded");

@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod run;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,20 @@ enum Command {
     },
     /// Print the hashed form of an API key for `api_keys` (`-` reads the key from stdin).
     HashKey { key: String },
+    /// Mint a JWT for a consumer that has an HS* secret or a private key.
+    Token {
+        /// The consumer's name.
+        #[arg(long)]
+        consumer: String,
+        #[arg(short, long, default_value = "keyway.yaml")]
+        config: PathBuf,
+        /// Lifetime: 30s, 5m, 1h.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Extra claim NAME=VALUE (JSON values such as 3, true, [..] stay JSON); repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
 }
@@ -75,6 +90,12 @@ pub fn main() -> ExitCode {
             json,
         } => check::check(&config, probe, json),
         Command::HashKey { key } => hash_key(&key),
+        Command::Token {
+            consumer,
+            config,
+            ttl,
+            claims,
+        } => token::token(&config, &consumer, &ttl, &claims),
         Command::Schema => {
             let schema = schemars::schema_for!(crate::config::file::FileConfig);
             println!(
@@ -107,7 +128,12 @@ fn hash_key(key: &str) -> ExitCode {
 
 /// Logs go to stderr through a background writer so request handling never blocks on it.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // The default queue preallocates 128k lines (4 MB); lines beyond this bound are dropped
+    // rather than blocking a request.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8192)
+        .lossy(true)
+        .finish(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

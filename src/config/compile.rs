@@ -583,22 +583,14 @@ fn compile_routes(
         let r = &spanned.value;
         let at = &spanned.referenced;
         let path = format!("routes[{i}]");
-        if !names.insert(r.name.0.clone()) {
+        if !names.insert(r.name.value.0.clone()) {
             d.error(
-                Some(at),
+                Some(&r.name.referenced),
                 format!("{path}.name"),
-                format!("duplicate route name {:?}", r.name.0),
+                format!("duplicate route name {:?}", r.name.value.0),
             );
         }
-        let Some(route) = compile_route(
-            r,
-            at,
-            &path,
-            upstreams,
-            authenticators,
-            &file.authenticators,
-            d,
-        ) else {
+        let Some(route) = compile_route(r, at, &path, upstreams, authenticators, file, d) else {
             continue;
         };
         for (other, other_span) in &out {
@@ -624,9 +616,10 @@ fn compile_route(
     path: &str,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     authenticators: &BTreeMap<String, Arc<Authenticator>>,
-    declared: &BTreeMap<String, Spanned<AuthenticatorFile>>,
+    file: &FileConfig,
     d: &mut Diagnostics,
 ) -> Option<Route> {
+    let declared = &file.authenticators;
     let before = d.errors.len();
     let matcher = compile_matcher(r, at, path, d);
     let upstream = match &r.upstream {
@@ -634,18 +627,20 @@ fn compile_route(
             d.error(
                 Some(at),
                 format!("{path}.upstream"),
-                format!("route {:?} has no upstream", r.name.0),
+                format!("route {:?} has no upstream", r.name.value.0),
             );
             None
         }
-        Some(name) => match upstreams.get(&name.0) {
+        Some(name) => match upstreams.get(&name.value.0) {
             Some(u) => Some(u.clone()),
+            // One that is declared but failed to compile has been reported already.
+            None if file.upstreams.contains_key(&name.value.0) => None,
             None => {
-                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                let known: Vec<&str> = file.upstreams.keys().map(String::as_str).collect();
                 d.error(
-                    Some(at),
+                    Some(&name.referenced),
                     format!("{path}.upstream"),
-                    unknown("upstream", &name.0, &known),
+                    unknown("upstream", &name.value.0, &known),
                 );
                 None
             }
@@ -658,29 +653,45 @@ fn compile_route(
             format!("{path}.auth"),
             format!(
                 "route {:?} has no auth; list authenticators, or write auth: [] for a public route",
-                r.name.0
+                r.name.value.0
             ),
         ),
         Some(list) => {
-            for name in list {
-                match authenticators.get(&name.0) {
+            for (k, name) in list.iter().enumerate() {
+                match authenticators.get(&name.value.0) {
                     Some(a) => auth.push(a.clone()),
                     // One that is declared but failed to compile has been reported already.
-                    None if declared.contains_key(&name.0) => {}
+                    None if declared.contains_key(&name.value.0) => {}
                     None => {
                         let known: Vec<&str> = declared.keys().map(String::as_str).collect();
                         d.error(
-                            Some(at),
-                            format!("{path}.auth"),
-                            unknown("authenticator", &name.0, &known),
+                            Some(&name.referenced),
+                            format!("{path}.auth[{k}]"),
+                            unknown("authenticator", &name.value.0, &known),
                         );
                     }
                 }
             }
         }
     }
+    if let Some(a) = &r.allow {
+        let known: Vec<&str> = file
+            .consumers
+            .iter()
+            .map(|c| c.value.name.0.as_str())
+            .collect();
+        for (k, name) in a.consumers.iter().enumerate() {
+            if !known.contains(&name.value.0.as_str()) {
+                d.error(
+                    Some(&name.referenced),
+                    format!("{path}.allow.consumers[{k}]"),
+                    unknown("consumer", &name.value.0, &known),
+                );
+            }
+        }
+    }
     let allow = r.allow.as_ref().map(|a| Allow {
-        consumers: a.consumers.iter().map(|t| t.0.clone()).collect(),
+        consumers: a.consumers.iter().map(|t| t.value.0.clone()).collect(),
         groups: a.groups.iter().map(|t| t.0.clone()).collect(),
         claims: a
             .claims
@@ -714,7 +725,7 @@ fn compile_route(
         return None;
     }
     Some(Route {
-        name: Arc::from(r.name.0.as_str()),
+        name: Arc::from(r.name.value.0.as_str()),
         matcher: matcher?,
         upstream,
         auth,

@@ -220,7 +220,8 @@ pub enum OnUnauthenticated {
 #[serde(deny_unknown_fields)]
 pub struct AllowFile {
     #[serde(default)]
-    pub consumers: Vec<Text>,
+    #[schemars(with = "Vec<Text>")]
+    pub consumers: Vec<Spanned<Text>>,
     #[serde(default)]
     pub groups: Vec<Text>,
     /// Claim name → required value.
@@ -231,12 +232,15 @@ pub struct AllowFile {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
-    pub name: Text,
+    #[schemars(with = "Text")]
+    pub name: Spanned<Text>,
     #[serde(rename = "match")]
     pub matcher: MatchFile,
-    pub upstream: Option<Text>,
+    #[schemars(with = "Option<Text>")]
+    pub upstream: Option<Spanned<Text>>,
     /// Authenticators tried in order; `[]` makes the route public. Required.
-    pub auth: Option<Vec<Text>>,
+    #[schemars(with = "Option<Vec<Text>>")]
+    pub auth: Option<Vec<Spanned<Text>>>,
     pub allow: Option<AllowFile>,
     pub on_unauthenticated: Option<OnUnauthenticated>,
     #[serde(default)]

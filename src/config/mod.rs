@@ -114,6 +114,7 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        message = humanize(message);
         if let Some(suggestion) = nearest_key(&message) {
             message.push_str(&format!(" (did you mean `{suggestion}`?)"));
         }
@@ -126,14 +127,44 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// From serde's "unknown field `x`, expected one of `a`, `b`", the closest expected key.
+/// Rewrites parser messages that name library internals into what a config author needs.
+fn humanize(message: String) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key") {
+        let key = rest
+            .strip_prefix(": ")
+            .and_then(|r| r.split(", set DuplicateKeyPolicy").next())
+            .unwrap_or("");
+        return format!(
+            "duplicate key `{key}`: a key may appear only once in a mapping (keyway does not pick one of the two)"
+        );
+    }
+    if message.contains("untagged enum Workers") {
+        return "workers must be a number of threads (at least 1) or auto".to_owned();
+    }
+    if message.contains("untagged enum OneOrMany") {
+        return "expected a single value or a list of values".to_owned();
+    }
+    if message == "invalid boolean" {
+        return "invalid boolean: expected true or false".to_owned();
+    }
+    message
+}
+
+/// From "unknown field `x`, expected one of a, b" (serde-saphyr) or "… one of `a`, `b`" (serde),
+/// and the same for enum variants, the closest expected name.
 fn nearest_key(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
+    let rest = message
+        .split("unknown field `")
+        .nth(1)
+        .or_else(|| message.split("unknown variant `").nth(1))?;
     let (unknown, expected) = rest.split_once('`')?;
+    let expected = expected.split_once("expected ")?.1;
+    let expected = expected.strip_prefix("one of ").unwrap_or(expected);
     expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
+        .split(", ")
+        .flat_map(|part| part.split(" or "))
+        .map(|candidate| candidate.trim().trim_matches('`'))
+        .filter(|candidate| !candidate.is_empty())
         .map(|candidate| (strsim::jaro_winkler(unknown, candidate), candidate))
         .filter(|(score, _)| *score > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))

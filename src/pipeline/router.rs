@@ -36,7 +36,7 @@ pub struct Matcher {
 
 impl Matcher {
     /// Higher sorts first. Exact path beats any prefix; a longer prefix beats a shorter one.
-    fn specificity(&self) -> (u8, usize, u8, u8, usize) {
+    fn specificity(&self) -> (u8, u8, usize, u8, usize) {
         let host = match &self.host {
             HostMatch::Exact(_) => 2,
             HostMatch::Suffix(_) => 1,
@@ -46,10 +46,12 @@ impl Matcher {
             PathMatch::Exact(p) => (1, p.len()),
             PathMatch::Prefix(p) => (0, p.len()),
         };
+        // `kind` before `len`: the prefix `/api/` also matches `/api`, and is longer than the
+        // exact path `/api`, which must still win.
         (
             host,
-            len,
             kind,
+            len,
             u8::from(!self.methods.is_empty()),
             self.headers.len(),
         )

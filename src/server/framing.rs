@@ -7,15 +7,27 @@
 //! leaving hyper's parsing as the only guard — on anything it does not understand.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Set once a head with both framing headers was seen on the connection.
+/// Shared by a connection's scanner (reads) and its service: set once a head with both framing
+/// headers was seen on the connection; counts the requests hyper handed to the service.
 #[derive(Clone, Default, Debug)]
-pub struct FramingFlag(Arc<AtomicBool>);
+pub struct FramingFlag(Arc<FlagState>);
+
+#[derive(Default, Debug)]
+struct FlagState {
+    conflicting: AtomicBool,
+    dispatched: AtomicU64,
+}
 
 impl FramingFlag {
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.conflicting.load(Ordering::Relaxed)
+    }
+
+    /// Called by the service for every request hyper parsed.
+    pub fn dispatched(&self) {
+        self.0.dispatched.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -43,6 +55,8 @@ pub struct FramingScanner {
     state: State,
     line: Vec<u8>,
     flag: FramingFlag,
+    /// Request heads begun on this connection.
+    heads: u64,
 }
 
 impl FramingScanner {
@@ -51,7 +65,20 @@ impl FramingScanner {
             state: State::Head,
             line: Vec::new(),
             flag,
+            heads: 0,
         }
+    }
+
+    /// A request head was read (in part or whole) that hyper has not handed to the service:
+    /// only then can a response be hyper's own answer to a head it refused. While keyway's
+    /// answer to a dispatched request is written (bodies, upgraded tunnels), this is false.
+    pub fn awaiting_dispatch(&self) -> bool {
+        self.heads > self.flag.0.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Between two requests: the last body is complete and no byte of the next head has arrived.
+    pub fn between_messages(&self) -> bool {
+        matches!(self.state, State::Head) && self.line.is_empty()
     }
 
     pub fn feed(&mut self, mut bytes: &[u8]) {
@@ -82,6 +109,16 @@ impl FramingScanner {
                     }
                 }
                 State::Head => {
+                    if self.line.is_empty() {
+                        // Empty lines between requests are skipped (as hyper does); a head
+                        // begins with its first other byte.
+                        let blank = bytes.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+                        bytes = &bytes[blank.count()..];
+                        if bytes.is_empty() {
+                            return;
+                        }
+                        self.heads += 1;
+                    }
                     // A head ends with an empty line; keep it whole to read its header lines.
                     let end = self.head_end(bytes);
                     match end {
@@ -178,7 +215,7 @@ impl FramingScanner {
             }
         }
         if saw_te && has_cl {
-            self.flag.0.store(true, Ordering::Relaxed);
+            self.flag.0.conflicting.store(true, Ordering::Relaxed);
         }
         match (
             upgrade || head.starts_with(b"CONNECT "),
@@ -251,6 +288,22 @@ mod tests {
             b"oding: chunked\r\ncontent-length: 5\r",
             b"\n\r\n"
         ]));
+    }
+
+    #[test]
+    fn a_head_awaits_dispatch_until_the_service_takes_it() {
+        let flag = FramingFlag::default();
+        let mut s = FramingScanner::new(flag.clone());
+        assert!(!s.awaiting_dispatch());
+        s.feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n");
+        assert!(s.awaiting_dispatch());
+        flag.dispatched();
+        // The body and blank lines are not a new head.
+        s.feed(b"body\r\n");
+        assert!(!s.awaiting_dispatch());
+        // A partial next head is.
+        s.feed(b"GET / HT");
+        assert!(s.awaiting_dispatch());
     }
 
     #[test]

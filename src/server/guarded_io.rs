@@ -12,20 +12,24 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::{FramingFlag, FramingScanner};
+use crate::config::DetailLevel;
 use crate::pipeline::request_id;
 use crate::reason::Reason;
 
 pub struct GuardedIo<T> {
     inner: T,
+    /// `errors.detail`: with `reason`, the replacement body has no detail either.
+    detail: DetailLevel,
     /// A replacement response still being written.
     pending: Option<(Vec<u8>, usize)>,
     scanner: FramingScanner,
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, framing: FramingFlag) -> Self {
+    pub fn new(inner: T, framing: FramingFlag, detail: DetailLevel) -> Self {
         GuardedIo {
             inner,
+            detail,
             pending: None,
             scanner: FramingScanner::new(framing),
         }
@@ -53,7 +57,7 @@ fn automatic_refusal(head: &[u8]) -> Option<Reason> {
     (!has_request_id).then_some(reason)
 }
 
-fn replacement(reason: Reason) -> Vec<u8> {
+fn replacement(reason: Reason, level: DetailLevel) -> Vec<u8> {
     let id = request_id::of(&http::HeaderMap::new());
     let status = reason.status();
     let detail = match reason {
@@ -63,15 +67,20 @@ fn replacement(reason: Reason) -> Vec<u8> {
             "The request head could not be parsed: an invalid header name or value (bare CR, NUL, control characters), obs-fold, a line without a colon, or conflicting Content-Length headers."
         }
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": format!("urn:keyway:reason:{}", reason.code()),
         "title": status.canonical_reason().unwrap_or("Bad Request"),
         "status": status.as_u16(),
         "reason": reason.code(),
         "detail": detail,
         "request_id": id,
-    })
-    .to_string();
+    });
+    if level == DetailLevel::Reason
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("detail");
+    }
+    let body = body.to_string();
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-keyway-reason: {}\r\nx-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
@@ -100,9 +109,14 @@ impl<T: AsyncWrite + Unpin> GuardedIo<T> {
     }
 
     fn intercept(&mut self, first: &[u8], total: usize) -> Option<usize> {
+        // Writes for a request hyper dispatched (a body, an upgraded tunnel) are never rewritten,
+        // whatever their bytes look like.
+        if !self.scanner.awaiting_dispatch() {
+            return None;
+        }
         let reason = automatic_refusal(first)?;
         tracing::debug!(reason = reason.code(), "request refused by the HTTP parser");
-        self.pending = Some((replacement(reason), 0));
+        self.pending = Some((replacement(reason, self.detail), 0));
         Some(total)
     }
 }

@@ -2,28 +2,21 @@
 //! limits on header size and read time, graceful shutdown that drains in-flight requests.
 
 pub mod admin;
+mod conn;
 pub mod framing;
 mod guarded_io;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
-use crate::pipeline;
-use framing::{ConflictingFraming, FramingFlag};
-use guarded_io::GuardedIo;
 
 /// A started gateway: its bound addresses and the handle that stops it.
 pub struct Running {
@@ -44,10 +37,11 @@ impl Running {
 /// Binds every listener (and the admin listener) and starts serving.
 pub async fn start(app: Arc<App>) -> io::Result<Running> {
     let rt = app.runtime();
+    rt.authenticators.iter().for_each(|a| a.start());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut addrs = Vec::new();
-    let builder = Arc::new(connection_builder(&rt));
+    let builders = Arc::new(conn::Builders::new(&rt));
     for addr in &rt.listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -60,7 +54,7 @@ pub async fn start(app: Arc<App>) -> io::Result<Running> {
             listener,
             tls,
             app.clone(),
-            builder.clone(),
+            builders.clone(),
             stop_rx.clone(),
         ));
     }
@@ -87,32 +81,16 @@ pub async fn start(app: Arc<App>) -> io::Result<Running> {
     })
 }
 
-fn connection_builder(rt: &crate::config::runtime::Runtime) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own limits sit above keyway's so that keyway's check answers with problem+json;
-    // hyper refuses only what is far beyond them.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(rt.limits.header_read_timeout)
-        .max_buf_size((rt.headers.max_header_bytes + 16 * 1024).max(8192))
-        .max_headers(rt.headers.max_headers + 32);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size((rt.headers.max_header_bytes + 16 * 1024) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    builder
-}
-
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<conn::Builders>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver; shutdown sends on the channel, then waits until all
+    // receivers are gone, i.e. every connection has finished its in-flight requests.
+    let (drain, drain_rx) = watch::channel(());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -128,72 +106,28 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, tls, app, builder, watcher).await;
-        });
+        let builders = builders.clone();
+        let drain = conn::Drain::new(drain_rx.clone());
+        match &tls {
+            None => tokio::spawn(conn::serve_plain(stream, peer, app, builders, drain)),
+            Some(acceptor) => tokio::spawn(conn::serve_tls(
+                stream,
+                peer,
+                acceptor.clone(),
+                app,
+                builders,
+                drain,
+            )),
+        };
     }
     drop(listener);
     let grace = app.runtime().limits.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(drain_rx);
+    let _ = drain.send(());
+    if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!(
             grace_ms = grace.as_millis() as u64,
             "shutdown grace elapsed with requests still in flight"
         );
-    }
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let timeout = app.runtime().limits.header_read_timeout;
-    let is_tls = tls.is_some();
-    let framing = FramingFlag::default();
-    let flag = framing.clone();
-    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let app = app.clone();
-        if flag.is_set() {
-            req.extensions_mut().insert(ConflictingFraming);
-        }
-        async move { Ok::<_, Infallible>(pipeline::handle(&app, req, peer.ip(), is_tls).await) }
-    });
-    let result = match tls {
-        None => {
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(GuardedIo::new(stream, framing)),
-                service,
-            );
-            watcher.watch(conn.into_owned()).await
-        }
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => {
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(GuardedIo::new(tls_stream, framing)),
-                    service,
-                );
-                watcher.watch(conn.into_owned()).await
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %peer, "TLS handshake timed out");
-                return;
-            }
-        },
-    };
-    if let Err(e) = result {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

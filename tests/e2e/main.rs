@@ -3,6 +3,16 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authn;
+mod headers;
+mod limits;
+mod protocols;
+mod proxy;
+mod refusals;
+mod router;
+mod upstream_failures;
+mod websocket;
+
 use support::*;
 
 #[tokio::test]

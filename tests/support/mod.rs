@@ -253,3 +253,218 @@ where
 pub fn keyway_bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyway")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the gateway-core end-to-end tests (streaming upstreams, raw sockets, refusals).
+// ---------------------------------------------------------------------------------------------
+
+/// A response body an upstream can stream (or send whole).
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A whole response body.
+pub fn full(bytes: impl Into<Bytes>) -> UpBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A response body whose chunks are sent, one frame each, through the returned channel;
+/// dropping the sender ends the body.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, UpBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok(http_body::Frame::data(chunk)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(stream).boxed())
+}
+
+/// Serves `handler` (HTTP/1.1 and h2c, with upgrades) on an ephemeral loopback port. The
+/// handler gets each request with its body unread.
+pub async fn serve_raw<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<UpBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream that records each request (body read in full) *before* computing its answer
+/// asynchronously, so a test can see the request arrive while the answer is still pending.
+pub async fn upstream_async<F, Fut>(answer: F) -> Upstream
+where
+    F: Fn(Seen) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<UpBody>> + Send + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let answer = Arc::new(answer);
+    let addr = serve_raw(move |req: Request<Incoming>| {
+        let log = log.clone();
+        let answer = answer.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let seen = Seen {
+                method: parts.method,
+                uri: parts.uri.to_string(),
+                headers: parts.headers,
+                body,
+            };
+            log.lock().unwrap().push(seen.clone());
+            answer(seen).await
+        }
+    })
+    .await;
+    Upstream { addr, seen }
+}
+
+/// An HTTP/2-only (h2c prior knowledge) client.
+pub fn client_h2() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// Asserts that `answer` is a keyway refusal (SPEC §6.1, §11): the status, problem+json with
+/// `type` `urn:keyway:reason:<reason>`, `status`, `title`, `reason`, and `request_id` equal to
+/// the `X-Request-Id` response header. Returns the problem body.
+#[track_caller]
+pub fn assert_problem(answer: &Answer, status: u16, reason: &str) -> serde_json::Value {
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_eq!(answer.status, status, "status; body: {body}");
+    assert_eq!(
+        answer.header("content-type"),
+        "application/problem+json",
+        "content-type; body: {body}"
+    );
+    let problem = answer.json();
+    assert_eq!(problem["reason"], reason, "reason; body: {body}");
+    assert_eq!(
+        problem["type"],
+        format!("urn:keyway:reason:{reason}"),
+        "type; body: {body}"
+    );
+    assert_eq!(problem["status"], status, "status field; body: {body}");
+    let title = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    assert_eq!(problem["title"], title, "title; body: {body}");
+    let id = answer.header("x-request-id");
+    assert!(!id.is_empty(), "no X-Request-Id on the refusal");
+    assert_eq!(problem["request_id"], id, "request_id; body: {body}");
+    assert_eq!(answer.header("x-keyway-reason"), reason);
+    problem
+}
+
+/// `GET /metrics` on the gateway's admin listener.
+pub async fn metrics(gw: &Gateway) -> String {
+    let admin = gw.admin.expect("the config has no admin listener");
+    let answer = get(&format!("http://{admin}/metrics"), &[]).await;
+    assert_eq!(answer.status, 200);
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
+/// The value of one sample (`name{labels}` exactly as rendered) in Prometheus text, 0 if absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// What came back on a raw TCP exchange.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// Everything read until the server closed the connection (or the bound elapsed).
+    pub bytes: Vec<u8>,
+    /// The server closed the connection within the bound.
+    pub closed: bool,
+}
+
+impl RawAnswer {
+    /// The status code of the first response, if any.
+    pub fn status(&self) -> Option<u16> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let line = text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The body of the first response (after the blank line).
+    pub fn body(&self) -> String {
+        let text = self.text();
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A header of the first response (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = self.text();
+        let head = text
+            .split_once("\r\n\r\n")
+            .map_or(text.as_str(), |(h, _)| h);
+        head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// Writes `request` to `addr` over a fresh TCP connection and reads until the server closes it,
+/// waiting at most `bound` (a bound on a hang, not a sleep).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], bound: Duration) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut bytes = Vec::new();
+    let closed = tokio::time::timeout(bound, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    RawAnswer { bytes, closed }
+}
+
+/// A raw request answered by `raw_exchange` within 5 s.
+pub async fn raw(addr: SocketAddr, request: &str) -> RawAnswer {
+    raw_exchange(addr, request.as_bytes(), Duration::from_secs(5)).await
+}

@@ -107,29 +107,32 @@ impl Source {
         }
     }
 
-    /// The credential in this source, if any.
-    fn read(&self, parts: &Parts) -> Option<String> {
+    /// Every credential in this source: a header, parameter or cookie may be repeated, and a
+    /// repeat with another value is a second credential.
+    fn read(&self, parts: &Parts) -> Vec<String> {
         match self {
-            Source::Header { name, twin } => {
-                let value = parts
-                    .headers
-                    .get(name)
-                    .or_else(|| twin.as_ref().and_then(|t| parts.headers.get(t)))?;
-                let text = value.to_str().ok()?.trim();
-                if name == AUTHORIZATION {
-                    let (scheme, token) = text.split_once(' ')?;
-                    return scheme
-                        .eq_ignore_ascii_case("bearer")
-                        .then(|| token.trim().to_owned())
-                        .filter(|t| !t.is_empty());
-                }
-                (!text.is_empty()).then(|| text.to_owned())
-            }
-            Source::Query(param) => parts.uri.query().and_then(|q| {
+            Source::Header { name, twin } => parts
+                .headers
+                .get_all(name)
+                .iter()
+                .chain(twin.iter().flat_map(|t| parts.headers.get_all(t).iter()))
+                .filter_map(|value| {
+                    let text = value.to_str().ok()?.trim();
+                    if name == AUTHORIZATION {
+                        let (scheme, token) = text.split_once(' ')?;
+                        return scheme
+                            .eq_ignore_ascii_case("bearer")
+                            .then(|| token.trim().to_owned())
+                            .filter(|t| !t.is_empty());
+                    }
+                    (!text.is_empty()).then(|| text.to_owned())
+                })
+                .collect(),
+            Source::Query(param) => parts.uri.query().map_or_else(Vec::new, |q| {
                 form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == param.as_str())
+                    .filter(|(k, v)| k == param.as_str() && !v.is_empty())
                     .map(|(_, v)| v.into_owned())
-                    .filter(|v| !v.is_empty())
+                    .collect()
             }),
             Source::Cookie(cookie_name) => parts
                 .headers
@@ -138,9 +141,10 @@ impl Source {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(';'))
                 .filter_map(|c| c.trim().split_once('='))
-                .find(|(k, _)| *k == cookie_name)
+                .filter(|(k, _)| k == cookie_name)
                 .map(|(_, v)| v.trim_matches('"').to_owned())
-                .filter(|v| !v.is_empty()),
+                .filter(|v| !v.is_empty())
+                .collect(),
         }
     }
 }
@@ -184,14 +188,17 @@ pub enum Lookup {
 pub fn lookup(sources: &[Source], parts: &Parts) -> Lookup {
     let mut found: Option<(String, Vec<Source>)> = None;
     for source in sources {
-        let Some(value) = source.read(parts) else {
-            continue;
-        };
-        match &mut found {
-            None => found = Some((value, vec![source.clone()])),
-            Some((first, where_found)) if *first == value => where_found.push(source.clone()),
-            Some((_, where_found)) => {
-                return Lookup::Conflict(where_found[0].clone(), source.clone());
+        for value in source.read(parts) {
+            match &mut found {
+                None => found = Some((value, vec![source.clone()])),
+                Some((first, where_found)) if *first == value => {
+                    if where_found.last() != Some(source) {
+                        where_found.push(source.clone());
+                    }
+                }
+                Some((_, where_found)) => {
+                    return Lookup::Conflict(where_found[0].clone(), source.clone());
+                }
             }
         }
     }

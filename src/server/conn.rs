@@ -1,0 +1,230 @@
+//! One client connection: TLS handshake, protocol choice (ALPN, or the HTTP/2 preface for h2c
+//! prior knowledge), and hyper's HTTP/1.1 or HTTP/2 server with keyway's pipeline as the service.
+//!
+//! HTTP/1 and HTTP/2 connections are served by separate futures so that the task of an idle
+//! keep-alive connection is only as large as its own protocol's state.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+
+use super::framing::{ConflictingFraming, FramingFlag};
+use super::guarded_io::GuardedIo;
+use crate::app::App;
+use crate::config::runtime::Runtime;
+use crate::pipeline;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// hyper's per-protocol settings, built once per listener set.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+}
+
+impl Builders {
+    pub fn new(rt: &Runtime) -> Self {
+        // hyper's own limits sit above keyway's so that keyway's check answers with
+        // problem+json; hyper refuses only what is far beyond them.
+        let head_limit = (rt.headers.max_header_bytes + 16 * 1024).max(8192);
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(rt.limits.header_read_timeout)
+            .max_buf_size(head_limit)
+            .max_headers(rt.headers.max_headers + 32);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(head_limit as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        Builders {
+            h1,
+            h2,
+            header_read_timeout: rt.limits.header_read_timeout,
+        }
+    }
+}
+
+pub async fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    builders: Arc<Builders>,
+    drain: Drain,
+) {
+    let sniff = tokio::time::timeout(builders.header_read_timeout, sniff_h2_preface(&stream));
+    // A connection that has sent nothing yet does not hold up shutdown.
+    let Some(sniffed) = drain.unless_stopping(sniff).await else {
+        return;
+    };
+    let h2 = match sniffed {
+        Ok(Some(h2)) => h2,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(peer = %peer, "no request within the header read timeout");
+            return;
+        }
+    };
+    serve(stream, peer, false, h2, app, builders, drain).await;
+}
+
+pub async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+    builders: Arc<Builders>,
+    drain: Drain,
+) {
+    let handshake = tokio::time::timeout(builders.header_read_timeout, acceptor.accept(stream));
+    let Some(handshake) = drain.unless_stopping(handshake).await else {
+        return;
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve(tls, peer, true, h2, app, builders, drain).await;
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+    }
+}
+
+/// Whether the client opens with the HTTP/2 preface (h2c prior knowledge). Peeks, so nothing is
+/// consumed; `None` when the client closes first.
+async fn sniff_h2_preface(stream: &TcpStream) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A partial preface: peeking again would return at once, so wait a moment for the rest.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn serve<I>(
+    io: I,
+    peer: SocketAddr,
+    is_tls: bool,
+    h2: bool,
+    app: Arc<App>,
+    builders: Arc<Builders>,
+    drain: Drain,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let detail = app.runtime().detail;
+    let framing = FramingFlag::default();
+    let flag = framing.clone();
+    let first_request = Arc::new(Notify::new());
+    let arrived = first_request.clone();
+    let service = service_fn(move |mut req: http::Request<Incoming>| {
+        arrived.notify_one();
+        // The scanner's head is dispatched: what is written now is keyway's answer, never
+        // rewritten by GuardedIo (see `FramingScanner::awaiting_dispatch`).
+        flag.dispatched();
+        let app = app.clone();
+        if flag.is_set() {
+            req.extensions_mut().insert(ConflictingFraming);
+        }
+        // Boxed: an idle keep-alive connection then holds a pointer, not the pipeline's state.
+        Box::pin(async move {
+            Ok::<_, Infallible>(pipeline::handle(&app, req, peer.ip(), is_tls).await)
+        })
+    });
+    let io = TokioIo::new(GuardedIo::new(io, framing, detail));
+    let timeout = builders.header_read_timeout;
+    let stopping = drain.0.clone();
+    let result = if h2 {
+        let conn = builders.h2.serve_connection(io, service);
+        let conn = drain.run(conn, |c| c.graceful_shutdown());
+        first_request_within(conn, &first_request, timeout, stopping).await
+    } else {
+        let conn = builders.h1.serve_connection(io, service).with_upgrades();
+        let conn = drain.run(conn, |c| c.graceful_shutdown());
+        first_request_within(conn, &first_request, timeout, stopping).await
+    };
+    match result {
+        None => {
+            tracing::debug!(peer = %peer, "no request before the header read timeout or shutdown")
+        }
+        Some(Err(e)) => tracing::debug!(peer = %peer, error = %e, "connection ended with an error"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// A client that opens a connection and sends no complete request would otherwise hold it as
+/// long as it likes (HTTP/2 has no header read timeout). Such a connection is dropped (`None`)
+/// when no request has arrived within `timeout`, or when shutdown begins before one has: it
+/// has nothing in flight to drain.
+async fn first_request_within<F: Future>(
+    conn: F,
+    first_request: &Notify,
+    timeout: Duration,
+    mut stopping: watch::Receiver<()>,
+) -> Option<F::Output> {
+    tokio::pin!(conn);
+    tokio::select! {
+        // A request that has arrived wins over shutdown: it is drained, not dropped.
+        biased;
+        result = &mut conn => return Some(result),
+        arrived = tokio::time::timeout(timeout, first_request.notified()) => arrived.ok()?,
+        _ = stopping.changed() => return None,
+    }
+    Some(conn.await)
+}
+
+/// A connection's part in graceful shutdown: on the signal, the connection stops taking new
+/// requests and finishes those in flight; dropping the receiver tells the listener it is done.
+pub struct Drain(watch::Receiver<()>);
+
+impl Drain {
+    pub fn new(rx: watch::Receiver<()>) -> Self {
+        Drain(rx)
+    }
+
+    /// `fut`'s output, or `None` once shutdown has begun (without consuming the signal).
+    async fn unless_stopping<F: Future>(&self, fut: F) -> Option<F::Output> {
+        let mut stopping = self.0.clone();
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            _ = stopping.changed() => None,
+        }
+    }
+
+    async fn run<C, T, E>(
+        mut self,
+        conn: C,
+        shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+    ) -> Result<T, E>
+    where
+        C: Future<Output = Result<T, E>>,
+    {
+        tokio::pin!(conn);
+        tokio::select! {
+            result = &mut conn => return result,
+            _ = self.0.changed() => shutdown(conn.as_mut()),
+        }
+        conn.await
+    }
+}

@@ -1,0 +1,405 @@
+//! Item 6 (header policy, SPEC §4): underscore policies, `allow`, the collision guard, removal
+//! of client identity and hop-by-hop headers, the X-Forwarded-* / Forwarded chain, and the
+//! removal metrics.
+
+use keyway::pipeline::authn::api_key::hashed_form;
+
+use crate::support::*;
+
+const KEY: &str = "desk-key-123";
+
+/// A public route `/pub/`, an api_key route `/api/` reading `api_access_token`, and an upstream
+/// that injects `X-Tools-Key`.
+fn config(up: &Upstream, headers: &str) -> String {
+    format!(
+        r#"
+headers: {headers}
+admin: {{listen: 127.0.0.1:0}}
+upstreams:
+  app:
+    url: "{url}"
+    inject: {{X-Tools-Key: injected-secret}}
+consumers:
+  - {{name: desk, groups: [support, users], api_keys: ["{hash}"]}}
+authenticators:
+  desk-token: {{type: api_key, header: api_access_token}}
+routes:
+  - {{name: pub, match: {{path_prefix: /pub/}}, upstream: app, auth: []}}
+  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [desk-token]}}
+"#,
+        url = up.url(),
+        hash = hashed_form(KEY),
+    )
+}
+
+#[tokio::test]
+async fn pass_forwards_underscore_headers_unchanged() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{}")).await;
+    let answer = get(
+        &gw.url("/pub/x"),
+        &[("api_access_token", "t0k3n"), ("X_Custom_Thing", "v")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["api_access_token"], "t0k3n");
+    assert_eq!(seen.headers["x_custom_thing"], "v");
+    assert!(!seen.headers.contains_key("x-custom-thing"));
+
+    // F1: the support-desk credential header authenticates.
+    let answer = get(&gw.url("/api/x"), &[("api_access_token", KEY)]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(up.last().headers["x-keyway-consumer"], "desk");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn drop_removes_underscore_headers_and_the_refusal_says_so() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{underscores: drop}")).await;
+    let answer = get(&gw.url("/pub/x"), &[("x_custom", "v"), ("x-kept", "k")]).await;
+    assert_eq!(answer.status, 200);
+    let seen = up.last();
+    assert!(!seen.headers.contains_key("x_custom"), "{seen:?}");
+    assert!(!seen.headers.contains_key("x-custom"), "{seen:?}");
+    assert_eq!(seen.headers["x-kept"], "k");
+
+    // The credential header is dropped by the policy: the refusal names it and the policy.
+    let answer = get(&gw.url("/api/x"), &[("api_access_token", KEY)]).await;
+    let problem = assert_problem(&answer, 401, "credentials.missing");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("header api_access_token (or api-access-token)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(
+            "A header \"api_access_token\" was present but removed by headers.underscores: drop."
+        ),
+        "{detail}"
+    );
+    assert!(
+        problem["hint"]
+            .as_str()
+            .unwrap()
+            .contains("send api-access-token instead"),
+        "{problem}"
+    );
+    assert_eq!(up.requests().len(), 1);
+
+    // The hyphen twin survives the policy.
+    let answer = get(&gw.url("/api/x"), &[("api-access-token", KEY)]).await;
+    assert_eq!(answer.status, 200);
+    assert!(!up.last().headers.contains_key("api-access-token"));
+
+    let m = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"keyway_header_removals_total{cause="underscore_policy"}"#
+        ),
+        2.0,
+        "{m}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn reject_refuses_underscore_headers_with_400() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{underscores: reject}")).await;
+    let answer = get(&gw.url("/pub/x"), &[("x_custom", "v")]).await;
+    let problem = assert_problem(&answer, 400, "header.underscore");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("\"x_custom\""),
+        "{problem}"
+    );
+    assert!(
+        problem["hint"].as_str().unwrap().contains("\"x-custom\""),
+        "{problem}"
+    );
+    assert!(up.requests().is_empty());
+    assert_eq!(
+        get(&gw.url("/pub/x"), &[("x-custom", "v")]).await.status,
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn normalize_turns_underscores_into_hyphens() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{underscores: normalize}")).await;
+    let answer = get(
+        &gw.url("/pub/x"),
+        &[("x_a", "1"), ("X_Multi_Part_Name", "2")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-a"], "1");
+    assert_eq!(seen.headers["x-multi-part-name"], "2");
+    assert!(!seen.headers.contains_key("x_a"));
+    assert!(!seen.headers.contains_key("x_multi_part_name"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn allow_exempts_exact_names_from_every_policy() {
+    for policy in ["drop", "reject", "normalize"] {
+        let up = upstream_ok().await;
+        let gw = start(&config(
+            &up,
+            &format!("{{underscores: {policy}, allow: [api_access_token, X_Legacy]}}"),
+        ))
+        .await;
+        let answer = get(
+            &gw.url("/pub/x"),
+            &[("api_access_token", "t"), ("x_legacy", "l")],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{policy}");
+        let seen = up.last();
+        assert_eq!(seen.headers["api_access_token"], "t", "{policy}");
+        assert_eq!(seen.headers["x_legacy"], "l", "{policy}");
+        // And the credential header authenticates under the policy.
+        let answer = get(&gw.url("/api/x"), &[("api_access_token", KEY)]).await;
+        assert_eq!(answer.status, 200, "{policy}");
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn names_that_fold_together_are_400_ambiguous_under_every_policy() {
+    for policy in ["pass", "drop", "reject", "normalize"] {
+        let up = upstream_ok().await;
+        let gw = start(&config(
+            &up,
+            &format!("{{underscores: {policy}, allow: [x_user_id]}}"),
+        ))
+        .await;
+        for pair in [
+            [("x-user_id", "alice"), ("x-user-id", "bob")],
+            [("x_user-id", "alice"), ("x-user_id", "bob")],
+            [("x_user_id", "alice"), ("x-user-id", "bob")],
+        ] {
+            let answer = get(&gw.url("/pub/x"), &pair).await;
+            let problem = assert_problem(&answer, 400, "header.ambiguous");
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"x-user-id\""),
+                "{policy}: {problem}"
+            );
+        }
+        assert!(up.requests().is_empty(), "{policy}");
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn spellings_that_fold_to_headers_keyway_sets_are_removed() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{}")).await;
+    let answer = get(
+        &gw.url("/api/x"),
+        &[
+            ("api_access_token", KEY),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x_forwarded-host", "evil.example"),
+            ("x-keyway_subject", "admin"),
+            ("X_Keyway_Groups", "admin"),
+            ("x_auth_request_user", "admin"),
+            ("x_real_ip", "6.6.6.6"),
+            ("x_tools_key", "client-chosen"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let seen = up.last();
+    for name in [
+        "x_forwarded_for",
+        "x_forwarded-host",
+        "x-keyway_subject",
+        "x_keyway_groups",
+        "x_auth_request_user",
+        "x_real_ip",
+        "x_tools_key",
+    ] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen.headers["x-keyway-subject"], "desk");
+    assert_eq!(seen.headers["x-keyway-groups"], "support,users");
+    assert_eq!(seen.headers["x-tools-key"], "injected-secret");
+    assert_eq!(seen.headers.get_all("x-tools-key").iter().count(), 1);
+    // The credential header was consumed, not kept.
+    assert!(!seen.headers.contains_key("api_access_token"));
+
+    let m = metrics(&gw).await;
+    assert_eq!(
+        sample(&m, r#"keyway_header_removals_total{cause="collision"}"#),
+        7.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"keyway_header_removals_total{cause="consumed_credential"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn client_sent_identity_headers_are_removed() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{}")).await;
+    let spoofed = [
+        ("X-Keyway-Subject", "admin"),
+        ("X-Keyway-Consumer", "admin"),
+        ("X-Keyway-Groups", "admin"),
+        ("X-Keyway-Authenticator", "none"),
+        ("X-Auth-Request-User", "admin"),
+        ("X-Auth-Request-Email", "admin@example.com"),
+    ];
+    // A public route: no identity at all reaches the upstream.
+    assert_eq!(get(&gw.url("/pub/x"), &spoofed).await.status, 200);
+    let seen = up.last();
+    for (name, _) in spoofed {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+    // An authenticated route: only keyway's values.
+    let mut headers = spoofed.to_vec();
+    headers.push(("api-access-token", KEY));
+    assert_eq!(get(&gw.url("/api/x"), &headers).await.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-keyway-subject"], "desk");
+    assert_eq!(seen.headers["x-keyway-consumer"], "desk");
+    assert_eq!(seen.headers["x-keyway-groups"], "support,users");
+    assert_eq!(seen.headers["x-keyway-authenticator"], "desk-token");
+    assert_eq!(seen.headers.get_all("x-keyway-subject").iter().count(), 1);
+    assert!(!seen.headers.contains_key("x-auth-request-user"));
+    assert!(!seen.headers.contains_key("x-auth-request-email"));
+
+    let m = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"keyway_header_removals_total{cause="identity_spoof"}"#
+        ),
+        12.0,
+        "{m}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, "{}")).await;
+    let answer = get(
+        &gw.url("/pub/x"),
+        &[
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "secret-for-the-next-hop-only"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "trailers"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = up.last();
+    for name in ["x-custom-hop", "keep-alive", "proxy-authorization", "te"] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(seen.headers["x-end-to-end"], "kept");
+    let m = metrics(&gw).await;
+    assert_eq!(
+        sample(&m, r#"keyway_header_removals_total{cause="hop_by_hop"}"#),
+        4.0,
+        "{m}"
+    );
+    gw.stop().await;
+}
+
+const CLIENT_CHAIN: [(&str, &str); 6] = [
+    ("host", "gw.example"),
+    ("x-forwarded-for", "203.0.113.9"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "public.example"),
+    ("forwarded", "for=203.0.113.9;proto=https"),
+    ("x-real-ip", "203.0.113.9"),
+];
+
+#[tokio::test]
+async fn forwarding_chain_is_set_and_appended_for_a_trusted_peer() {
+    let up = upstream_ok().await;
+    // Default trusted_proxies: loopback, so the test client is a trusted proxy.
+    let gw = start(&config(&up, "{}")).await;
+    assert_eq!(
+        get(&gw.url("/pub/x"), &[("host", "gw.example")])
+            .await
+            .status,
+        200
+    );
+    let seen = up.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "gw.example");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"gw.example\""
+    );
+
+    assert_eq!(get(&gw.url("/pub/x"), &CLIENT_CHAIN).await.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "public.example");
+    assert_eq!(seen.headers["x-real-ip"], "203.0.113.9");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"gw.example\""
+    );
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn forwarding_chain_is_replaced_for_an_untrusted_peer() {
+    let up = upstream_ok().await;
+    let gw = start(&format!(
+        "trusted_proxies: [10.0.0.0/8]\n{}",
+        config(&up, "{}")
+    ))
+    .await;
+    assert_eq!(get(&gw.url("/pub/x"), &CLIENT_CHAIN).await.status, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "gw.example");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"gw.example\""
+    );
+    gw.stop().await;
+}

@@ -1,0 +1,123 @@
+//! Item 9 (upstream failures, SPEC §11): connection refused → 502 `upstream.unreachable`, no
+//! answer in time → 504 `upstream.timeout`, not HTTP → 502 `upstream.protocol`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+fn config(url: &str, timeouts: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  app: {{url: "{url}", timeouts: {timeouts}}}
+routes:
+  - {{name: all, match: {{path_prefix: /}}, upstream: app, auth: []}}
+"#
+    )
+}
+
+/// A TCP server that reads each request head and then does what `behave` says with the socket.
+async fn raw_server<F>(behave: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> tokio::task::JoinHandle<()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            behave(stream);
+        }
+    });
+    addr
+}
+
+async fn read_head(stream: &mut tokio::net::TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connection_refused_is_502_upstream_unreachable() {
+    // Nothing listens on port 1 (binding it needs privileges).
+    let gw = start(&config("http://127.0.0.1:1", "{}")).await;
+    let answer = get(&gw.url("/x"), &[]).await;
+    let problem = assert_problem(&answer, 502, "upstream.unreachable");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Upstream app (http://127.0.0.1:1)"),
+        "{detail}"
+    );
+    assert_eq!(problem["route"], "all");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_504_upstream_timeout() {
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = raw_server(move |mut stream| {
+        let held_tx = held_tx.clone();
+        tokio::spawn(async move {
+            read_head(&mut stream).await;
+            // Keep the connection open and silent for as long as the test runs.
+            let _ = held_tx.send(stream);
+        })
+    })
+    .await;
+    let gw = start(&config(&format!("http://{addr}"), "{request: 300ms}")).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), get(&gw.url("/slow"), &[]))
+        .await
+        .expect("keyway did not give up on the silent upstream");
+    let took = started.elapsed();
+    let problem = assert_problem(&answer, 504, "upstream.timeout");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 300ms"),
+        "{problem}"
+    );
+    assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
+    // The upstream did get the request.
+    assert!(held_rx.recv().await.is_some());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_not_http_is_502_upstream_protocol() {
+    let garbage = raw_server(|mut stream| {
+        tokio::spawn(async move {
+            read_head(&mut stream).await;
+            let _ = stream.write_all(b"NOT HTTP\r\n\r\n").await;
+            let _ = stream.shutdown().await;
+        })
+    })
+    .await;
+    let gw = start(&config(&format!("http://{garbage}"), "{}")).await;
+    let answer = get(&gw.url("/x"), &[]).await;
+    assert_problem(&answer, 502, "upstream.protocol");
+    gw.stop().await;
+
+    // An upstream that closes without answering.
+    let closer = raw_server(|mut stream| {
+        tokio::spawn(async move {
+            read_head(&mut stream).await;
+            drop(stream);
+        })
+    })
+    .await;
+    let gw = start(&config(&format!("http://{closer}"), "{}")).await;
+    let answer = get(&gw.url("/x"), &[]).await;
+    assert_problem(&answer, 502, "upstream.protocol");
+    gw.stop().await;
+}
