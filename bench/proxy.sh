@@ -5,7 +5,9 @@
 #   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set;
 #   2. starts an nginx upstream that answers every request with "ok\n";
 #   3. starts three proxies in front of it: nginx, HAProxy, keyway
-#      (keyway with an unauthenticated route `/` and an api-key route `/keyed/`);
+#      (keyway with an unauthenticated route `/` and an api-key route `/keyed/`;
+#      JWT rows: keyway's jwt authenticator and HAProxy's jwt_verify, with the
+#      same HS256 and RS256 tokens, `alg` pinned and `exp` checked on both);
 #   4. runs wrk (1 thread, 50 connections) against each target after a 1s
 #      warm-up, parses req/s and p50/p99 latency;
 #   5. opens 1000 idle keep-alive HTTP connections to each proxy and reads the
@@ -62,12 +64,17 @@ TARGET_P99_VS_NGINX=1.0
 TARGET_P99_VS_HAPROXY=1.0
 TARGET_APIKEY_VS_PLAIN=0.95
 TARGET_PEAK_RSS_MB=30
+# JWT rows (issue #3): same tokens for keyway and HAProxy's jwt_verify
+TARGET_JWT_HS_VS_HAPROXY=1.3
+TARGET_JWT_RS_VS_HAPROXY=2.0
+TARGET_JWT_RS_VS_PLAIN=0.9
+JWT_SECRET="kw-bench-jwt-secret-$$-0123456789abcdef"
 
 # ------------------------------------------------------------------ helpers --
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
-for tool in nginx haproxy wrk curl python3 sha256sum awk ss; do
+for tool in nginx haproxy wrk curl python3 sha256sum awk ss openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool"
 done
 
@@ -390,9 +397,34 @@ else
 fi
 
 # -------------------------------------------------------------------- ports --
-ports=$(free_ports 4) || die "cannot allocate free ports"
-read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY <<<"$ports"
-[[ -n ${P_KEYWAY:-} ]] || die "cannot allocate free ports (got: $ports)"
+ports=$(free_ports 5) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT <<<"$ports"
+[[ -n ${P_HAPROXY_JWT:-} ]] || die "cannot allocate free ports (got: $ports)"
+
+# ---------------------------------------------------------------- jwt keys --
+# One RSA key pair and one HMAC secret; the tokens are minted here with openssl
+# (so the HAProxy rows work with BENCH_SKIP_KEYWAY=1 too) and sent unchanged to
+# keyway and to HAProxy. Claims: the consumer claim `key`, sub, iat, exp (1h).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/jwt-rs.key.pem" 2>/dev/null ||
+    die "openssl could not generate an RSA key"
+openssl pkey -in "$TMP/jwt-rs.key.pem" -pubout -out "$TMP/jwt-rs.pub.pem" ||
+    die "openssl could not extract the RSA public key"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+# mint_jwt ALG CONSUMER -> compact token on stdout
+mint_jwt() {
+    local alg=$1 consumer=$2 now input
+    now=$(date +%s)
+    input="$(printf '{"alg":"%s","typ":"JWT"}' "$alg" | b64url).$(
+        printf '{"key":"%s","sub":"%s","iat":%d,"exp":%d}' "$consumer" "$consumer" "$now" $((now + 3600)) | b64url)"
+    case $alg in
+        HS256) printf '%s.%s' "$input" "$(printf %s "$input" | openssl dgst -sha256 -hmac "$JWT_SECRET" -binary | b64url)" ;;
+        RS256) printf '%s.%s' "$input" "$(printf %s "$input" | openssl dgst -sha256 -sign "$TMP/jwt-rs.key.pem" -binary | b64url)" ;;
+    esac
+}
+TOKEN_HS=$(mint_jwt HS256 bench-hs)
+TOKEN_RS=$(mint_jwt RS256 bench-rs)
+[[ $TOKEN_HS =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || die "could not mint the HS256 token"
+[[ $TOKEN_RS =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || die "could not mint the RS256 token"
 
 # ------------------------------------------------------------------- nginx --
 # nginx_conf NAME BODY: full nginx config with a private prefix under $TMP.
@@ -479,6 +511,25 @@ frontend fe_plain
     bind 127.0.0.1:$P_HAPROXY
     default_backend be_app
 
+# JWT: the blog pattern of research/jwt.md §4.2 -- alg pinned per path, the
+# signature verified with jwt_verify, exp compared with date(), the token
+# removed before forwarding (as keyway does).
+frontend fe_jwt
+    bind 127.0.0.1:$P_HAPROXY_JWT
+    acl jwt_hs path_beg /jwt-hs/
+    acl jwt_rs path_beg /jwt-rs/
+    http-request set-var(txn.alg) http_auth_bearer,jwt_header_query('\$.alg')
+    http-request set-var(txn.exp) http_auth_bearer,jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 if jwt_hs !{ var(txn.alg) -m str HS256 }
+    http-request deny deny_status 401 if jwt_rs !{ var(txn.alg) -m str RS256 }
+    http-request deny deny_status 401 if jwt_hs !{ http_auth_bearer,jwt_verify(txn.alg,"$JWT_SECRET") -m int 1 }
+    http-request deny deny_status 401 if jwt_rs !{ http_auth_bearer,jwt_verify(txn.alg,"$TMP/jwt-rs.pub.pem") -m int 1 }
+    http-request deny deny_status 401 unless { var(txn.exp) -m found }
+    http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+    http-request del-header authorization
+    default_backend be_app
+
 backend be_app
     http-reuse always
     server app 127.0.0.1:$P_UPSTREAM
@@ -490,6 +541,13 @@ start_bg haproxy "$TMP/haproxy.log" "${PIN_PROXY[@]}" haproxy -db -f "$TMP/hapro
 PID_HAPROXY=$LAST_PID
 wait_http "haproxy" "http://127.0.0.1:$P_HAPROXY/" "$PID_HAPROXY"
 expect_status "haproxy" 200 "http://127.0.0.1:$P_HAPROXY/"
+for path in jwt-hs jwt-rs; do
+    expect_status "haproxy-jwt" 401 "http://127.0.0.1:$P_HAPROXY_JWT/$path/x"
+    expect_status "haproxy-jwt" 401 "http://127.0.0.1:$P_HAPROXY_JWT/$path/x" -H "Authorization: Bearer ${TOKEN_HS}x"
+done
+expect_status "haproxy-jwt" 401 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-rs/x" -H "Authorization: Bearer $TOKEN_HS"
+expect_status "haproxy-jwt" 200 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+expect_status "haproxy-jwt" 200 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
 
 # ------------------------------------------------------------------ keyway --
 if [[ $SKIP_KEYWAY != 1 ]]; then
@@ -504,11 +562,18 @@ upstreams:
 consumers:
   - name: bench
     api_keys: ["sha256:$KEY_HASH"]
+  - name: bench-hs
+    jwt: {key: bench-hs, secret: "$JWT_SECRET"}
+  - name: bench-rs
+    jwt: {key: bench-rs, public_key_file: $TMP/jwt-rs.pub.pem, algorithm: RS256}
 authenticators:
   key: {type: api_key, header: x-api-key}
+  jwt: {type: jwt}
 routes:
   - {name: plain, match: {path_prefix: /}, upstream: app, auth: []}
   - {name: keyed, match: {path_prefix: /keyed/}, upstream: app, auth: [key]}
+  - {name: jwt-hs, match: {path_prefix: /jwt-hs/}, upstream: app, auth: [jwt]}
+  - {name: jwt-rs, match: {path_prefix: /jwt-rs/}, upstream: app, auth: [jwt]}
 EOF
     start_bg keyway "$TMP/keyway.log" "${PIN_PROXY[@]}" "$KEYWAY_BIN" run -c "$TMP/keyway.yaml"
     PID_KEYWAY=$LAST_PID
@@ -517,6 +582,12 @@ EOF
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x"
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: wrong-$API_KEY"
     expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
+    for path in jwt-hs jwt-rs; do
+        expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/$path/x"
+        expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/$path/x" -H "Authorization: Bearer ${TOKEN_HS}x"
+    done
+    expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+    expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
 fi
 
 # -------------------------------------------------------------- benchmarks --
@@ -525,6 +596,12 @@ bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
 if [[ $SKIP_KEYWAY != 1 ]]; then
     bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
     bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
+fi
+bench_target haproxy-jwt-hs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+bench_target haproxy-jwt-rs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    bench_target keyway-jwt-hs256 "http://127.0.0.1:$P_KEYWAY/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+    bench_target keyway-jwt-rs256 "http://127.0.0.1:$P_KEYWAY/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
 fi
 
 # ---------------------------------------------------- idle-connection memory --
@@ -555,10 +632,10 @@ printf '  %-10s %s\n' \
     "haproxy" "$(haproxy -v 2>&1 | awk 'NR == 1 { print $3 }')" \
     "keyway" "$([[ $SKIP_KEYWAY == 1 ]] && echo skipped || echo "$KEYWAY_BIN")"
 echo
-printf '  %-16s %12s %10s %10s %8s\n' target "req/s" "p50 us" "p99 us" "sockerr"
+printf '  %-18s %12s %10s %10s %8s\n' target "req/s" "p50 us" "p99 us" "sockerr"
 for name in "${ORDER[@]}"; do
     awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" -v e="${ERRS[$name]}" \
-        'BEGIN { printf "  %-16s %12.0f %10.0f %10.0f %8d\n", n, r, a, b, e }'
+        'BEGIN { printf "  %-18s %12.0f %10.0f %10.0f %8d\n", n, r, a, b, e }'
 done
 
 echo
@@ -577,6 +654,9 @@ check_ratio "keyway/haproxy req/s" "$(ratio "$(val RPS keyway)" "$(val RPS hapro
 check_ratio "keyway-p99/nginx-p99" "$(ratio "$(val P99 keyway)" "$(val P99 nginx)")" "<=" "$TARGET_P99_VS_NGINX"
 check_ratio "keyway-p99/haproxy-p99" "$(ratio "$(val P99 keyway)" "$(val P99 haproxy)")" "<=" "$TARGET_P99_VS_HAPROXY"
 check_ratio "keyway-apikey/keyway-plain req/s" "$(ratio "$(val RPS keyway-apikey)" "$(val RPS keyway)")" ">=" "$TARGET_APIKEY_VS_PLAIN"
+check_ratio "keyway-HS256/haproxy-HS256 req/s" "$(ratio "$(val RPS keyway-jwt-hs256)" "$(val RPS haproxy-jwt-hs256)")" ">=" "$TARGET_JWT_HS_VS_HAPROXY"
+check_ratio "keyway-RS256/haproxy-RS256 req/s" "$(ratio "$(val RPS keyway-jwt-rs256)" "$(val RPS haproxy-jwt-rs256)")" ">=" "$TARGET_JWT_RS_VS_HAPROXY"
+check_ratio "keyway-RS256/keyway-plain req/s" "$(ratio "$(val RPS keyway-jwt-rs256)" "$(val RPS keyway)")" ">=" "$TARGET_JWT_RS_VS_PLAIN"
 check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
 echo
 echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"

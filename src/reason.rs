@@ -59,6 +59,7 @@ reasons! {
     UpstreamUnreachable => ("upstream.unreachable", StatusCode::BAD_GATEWAY, "keyway could not connect to the upstream."),
     UpstreamTimeout => ("upstream.timeout", StatusCode::GATEWAY_TIMEOUT, "The upstream did not connect or answer within its timeouts."),
     UpstreamProtocol => ("upstream.protocol", StatusCode::BAD_GATEWAY, "The upstream answered with something that is not valid HTTP, or closed early."),
+    JwtEmbeddedKey => ("jwt.embedded_key", StatusCode::UNAUTHORIZED, "The token header carries its own key or key location (`jwk`, `jku`, `x5u`, `x5c`); keyway never trusts them and refuses such tokens."),
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tokens = match demo_tokens(&std::env::current_dir().unwrap_or_default()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("demo tokens: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     loaded.runtime.listen = vec![listen];
     if let Some(admin) = loaded.runtime.admin.as_mut() {
         admin.listen = admin_listen;
@@ -34,7 +41,49 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
             .admin_addr
             .map_or_else(String::new, |a| format!("http://{a}"));
         println!("{}", instructions(&base, &admin));
+        println!("{}", jwt_instructions(&base, &tokens));
     })
+}
+
+/// Tokens the demo prints: alice's, ops', and one "minted elsewhere" that carries `sub` only.
+struct DemoTokens {
+    alice: String,
+    ops: String,
+    foreign: String,
+}
+
+fn demo_tokens(base_dir: &std::path::Path) -> Result<DemoTokens, String> {
+    let ttl = std::time::Duration::from_secs(3600);
+    let mint = |consumer: &str, omit: &[&str]| {
+        super::token::mint_from_text(DEMO_CONFIG, base_dir, consumer, ttl, &[], omit)
+    };
+    Ok(DemoTokens {
+        alice: mint("alice", &[])?,
+        ops: mint("ops", &[])?,
+        foreign: mint("alice", &["key"])?,
+    })
+}
+
+fn jwt_instructions(base: &str, t: &DemoTokens) -> String {
+    format!(
+        r#"
+JWT consumers (tokens valid for one hour; mint more with: keyway token --consumer alice -c FILE):
+F2: the token's "key" claim names consumer alice, whose own secret verifies it
+  curl -s {base}/jwt/orders -H 'Authorization: Bearer {alice}'
+F2: a token minted elsewhere carries sub but no "key" claim; the refusal lists its claims and names the setting (reason jwt.consumer_claim_missing)
+  curl -s {base}/jwt/orders -H 'Authorization: Bearer {foreign}'
+Consumers have their own groups: alice may not use the admin route (403, reason authz.denied)
+  curl -s {base}/jwt/admin/stats -H 'Authorization: Bearer {alice}'
+Consumer ops, in group admin, may
+  curl -s {base}/jwt/admin/stats -H 'Authorization: Bearer {ops}'
+A tampered token (reason jwt.signature_invalid), with WWW-Authenticate error="invalid_token"
+  curl -si {base}/jwt/orders -H 'Authorization: Bearer {alice}x'
+
+Stop with Ctrl-C."#,
+        alice = t.alice,
+        ops = t.ops,
+        foreign = t.foreign,
+    )
 }
 
 fn instructions(base: &str, admin: &str) -> String {
@@ -57,8 +106,6 @@ Authenticated but not allowed (403, reason authz.denied)
 Underscore headers reach the upstream; client-sent identity headers do not
   curl -s {base}/headers -H 'x_tenant_id: 42' -H 'X-Keyway-Subject: spoofed'
 Metrics
-  curl -s {admin}/metrics
-
-Stop with Ctrl-C."#
+  curl -s {admin}/metrics"#
     )
 }

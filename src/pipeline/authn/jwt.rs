@@ -1,39 +1,92 @@
-//! The `jwt` authenticator (SPEC §5). Being implemented under issue #3; until then a config
-//! that declares one is refused at load time with a clear error.
+//! The `jwt` authenticator (SPEC §5, §1 F2).
+//!
+//! Two modes. Consumer mode (the APISIX model): the claim `consumer_claim` (default `key`)
+//! names a consumer, whose own secret or public key and algorithm verify the token. Issuer mode
+//! (the Envoy model): any token from one issuer, verified with `secret`, `keys_file` (PEM or
+//! JWKS) or `jwks_url`.
+//!
+//! Verification order, each step with its own reason: structure (`token`), key selection with
+//! the algorithm bound to the key (`alg` checked before any cryptography), the signature
+//! (jsonwebtoken's crypto, used only as a primitive), then the claims (`claims`). Successful
+//! results go to a per-authenticator cache (`cache`) whose hits re-check the time claims.
 
+mod cache;
+mod claims;
+mod compile;
+mod jwks;
+pub mod keys;
+pub mod token;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
 use serde_saphyr::Location;
 
+use self::cache::{Cache, Entry};
+use self::claims::{ClaimError, TimeRules, Times};
+use self::jwks::{Jwks, Refetch};
+use self::keys::{VerifyKey, alg_name};
+use self::token::{Parsed, show};
 use super::Identity;
 use super::source::Source;
 use crate::config::compile::{ConsumerEntry, Diagnostics};
 use crate::config::file::AuthenticatorFile;
+use crate::config::runtime::Consumer;
 use crate::pipeline::refusal::Refusal;
 use crate::reason::Reason;
 use crate::secret::Secret;
+
+/// Verified tokens remembered per authenticator.
+const CACHE_CAPACITY: usize = 10_000;
 
 #[derive(Debug)]
 pub struct JwtAuth {
     name: Arc<str>,
     sources: Vec<Source>,
+    mode: Box<Mode>,
+    rules: TimeRules,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    /// Consumer mode: `None` makes the consumer's name the subject.
+    identity_claim: Option<String>,
+    groups_claim: String,
+    claims_to_headers: Vec<(String, HeaderName)>,
+    cache: Cache,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Consumer {
+        claim: String,
+        consumers: HashMap<String, ConsumerKey>,
+    },
+    Static {
+        keys: Vec<VerifyKey>,
+        /// Where the keys came from, for details ("keys_file jwks.json").
+        origin: String,
+    },
+    Remote(Arc<Jwks>),
+}
+
+#[derive(Debug)]
+struct ConsumerKey {
+    consumer: Arc<Consumer>,
+    key: VerifyKey,
 }
 
 impl JwtAuth {
     pub fn compile(
-        _name: &Arc<str>,
-        _file: &AuthenticatorFile,
+        name: &Arc<str>,
+        file: &AuthenticatorFile,
         at: &Location,
         path: &str,
-        _consumers: &[ConsumerEntry<'_>],
+        consumers: &[ConsumerEntry<'_>],
         d: &mut Diagnostics,
     ) -> Option<JwtAuth> {
-        d.error(
-            Some(at),
-            path,
-            "jwt authenticators are not available in this build yet",
-        );
-        None
+        compile::compile(name, file, at, path, consumers, d)
     }
 
     pub fn name(&self) -> &Arc<str> {
@@ -44,15 +97,517 @@ impl JwtAuth {
         &self.sources
     }
 
-    pub async fn verify(&self, _token: &Secret<String>) -> Result<Identity, Refusal> {
-        Err(Refusal::new(Reason::JwtMalformed, "unavailable"))
-    }
-
     pub fn header_names(&self) -> Vec<String> {
-        Vec::new()
+        self.claims_to_headers
+            .iter()
+            .map(|(_, h)| h.as_str().to_owned())
+            .collect()
     }
 
+    /// False until a `jwks_url`'s first successful fetch.
     pub fn is_ready(&self) -> bool {
-        true
+        match &*self.mode {
+            Mode::Remote(jwks) => {
+                jwks.start();
+                jwks.current().is_some()
+            }
+            _ => true,
+        }
+    }
+
+    /// Starts background work (the JWKS refresher) when called inside a tokio runtime.
+    pub fn start(&self) {
+        if let Mode::Remote(jwks) = &*self.mode {
+            jwks.start();
+        }
+    }
+
+    pub async fn verify(&self, token: &Secret<String>) -> Result<Identity, Refusal> {
+        let token = token.expose().as_str();
+        if token.len() > token::MAX_TOKEN_BYTES {
+            // Refused before hashing or decoding anything.
+            return Err(self.parse_refusal(token));
+        }
+        let now = claims::now();
+        let key = cache::hash(token);
+        if let Some(hit) = self.cache.get(&key)
+            && hit.generation == self.generation()
+        {
+            return match claims::check_times(&hit.times, &self.rules, now) {
+                Ok(()) => Ok((*hit.identity).clone()),
+                Err(e) => {
+                    self.cache.remove(&key);
+                    Err(refusal(e))
+                }
+            };
+        }
+        let (identity, times, generation) = self.verify_uncached(token, now).await?;
+        let identity = Arc::new(identity);
+        self.cache.insert(
+            key,
+            Entry {
+                identity: identity.clone(),
+                times,
+                generation,
+            },
+            now,
+        );
+        Ok(Arc::unwrap_or_clone(identity))
+    }
+
+    fn generation(&self) -> u64 {
+        match &*self.mode {
+            Mode::Remote(jwks) => jwks.generation(),
+            _ => 0,
+        }
+    }
+
+    fn parse_refusal(&self, token: &str) -> Refusal {
+        match token::parse(token) {
+            Err(e) => Refusal::new(e.reason, e.detail),
+            Ok(_) => Refusal::new(Reason::JwtMalformed, "The token is malformed."),
+        }
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        now: f64,
+    ) -> Result<(Identity, Times, u64), Refusal> {
+        let parsed = token::parse(token).map_err(|e| {
+            let hint = match e.reason {
+                Reason::JwtAlgNotAllowed => Some("Sign tokens with the algorithm configured for the key."),
+                Reason::JwtEmbeddedKey => Some("Remove the key from the token header; keyway verifies with the keys in its config."),
+                _ => None,
+            };
+            let r = Refusal::new(e.reason, e.detail);
+            match hint {
+                Some(h) => r.hint(h),
+                None => r,
+            }
+        })?;
+        let ((identity, times), generation) = match &*self.mode {
+            Mode::Consumer { claim, consumers } => {
+                let ck = self.consumer_key(claim, consumers, &parsed)?;
+                let label = format!("the key of consumer {}", ck.consumer.name);
+                verify_with(&parsed, &[&ck.key], &label)?;
+                let times = self.check_claims(&parsed.claims, now)?;
+                (self.consumer_identity(ck, parsed.claims, times)?, 0)
+            }
+            Mode::Static { keys, origin } => {
+                let candidates = select(keys, &parsed, origin).map_err(Miss::into_refusal)?;
+                verify_with(&parsed, &candidates, origin)?;
+                let times = self.check_claims(&parsed.claims, now)?;
+                (self.issuer_identity(parsed.claims, times)?, 0)
+            }
+            Mode::Remote(jwks) => {
+                let generation = self.verify_remote(jwks, &parsed).await?;
+                let times = self.check_claims(&parsed.claims, now)?;
+                (self.issuer_identity(parsed.claims, times)?, generation)
+            }
+        };
+        Ok((identity, times, generation))
+    }
+
+    /// Finds the key in the fetched set, refetching once on an unknown `kid`.
+    async fn verify_remote(&self, jwks: &Arc<Jwks>, parsed: &Parsed<'_>) -> Result<u64, Refusal> {
+        let Some(mut set) = jwks.get_or_fetch().await else {
+            let why = jwks
+                .last_error()
+                .map_or_else(String::new, |e| format!(" Last error: {e}."));
+            return Err(Refusal::new(
+                Reason::JwtKeysUnavailable,
+                format!(
+                    "The signing keys of {} have not been fetched yet, so no token can be verified.{why}",
+                    jwks.label
+                ),
+            )
+            .hint("Check that the JWKS endpoint is reachable from keyway; keyway retries in the background."));
+        };
+        let origin = format!("the JWKS of {}", jwks.label);
+        let candidates = match select(&set.keys, parsed, &origin) {
+            Ok(c) => c,
+            Err(Miss::UnknownKid(_)) => {
+                if let Refetch::Fetched(newer) = jwks.refetch_for_unknown_kid(set.generation).await
+                {
+                    set = newer;
+                }
+                select(&set.keys, parsed, &origin).map_err(Miss::into_refusal)?
+            }
+            Err(other) => return Err(other.into_refusal()),
+        };
+        verify_with(parsed, &candidates, &origin)?;
+        Ok(set.generation)
+    }
+
+    fn consumer_key<'c>(
+        &self,
+        claim: &str,
+        consumers: &'c HashMap<String, ConsumerKey>,
+        parsed: &Parsed<'_>,
+    ) -> Result<&'c ConsumerKey, Refusal> {
+        let Some(value) = parsed.claims.get(claim) else {
+            let present = claim_names(&parsed.claims);
+            let suggestion = suggest_claim(&parsed.claims);
+            return Err(Refusal::new(
+                Reason::JwtConsumerClaimMissing,
+                format!(
+                    "The token has no claim \"{claim}\"; authenticator {} picks the consumer by that claim. Claims present: {}.",
+                    self.name,
+                    if present.is_empty() { "none".to_owned() } else { present }
+                ),
+            )
+            .hint(format!(
+                "Add a \"{claim}\" claim naming the consumer, or set consumer_claim: {suggestion} on authenticator {}.",
+                self.name
+            )));
+        };
+        let Some(wanted) = claims::as_name(value) else {
+            return Err(Refusal::new(
+                Reason::JwtClaimInvalid,
+                format!(
+                    "The token's \"{claim}\" claim is {}; it must be a non-empty string naming a consumer.",
+                    token::type_name(value)
+                ),
+            ));
+        };
+        consumers.get(&wanted).ok_or_else(|| {
+            Refusal::new(
+                Reason::JwtConsumerUnknown,
+                format!(
+                    "The token's \"{claim}\" claim is {}, which names no consumer with a jwt credential.",
+                    show(&wanted)
+                ),
+            )
+            .hint(format!(
+                "Set consumers[].jwt.key to this value for the consumer it belongs to, or check consumer_claim on authenticator {}.",
+                self.name
+            ))
+        })
+    }
+
+    /// Time claims, issuer and audience. Returns the times for the cache.
+    fn check_claims(&self, c: &Map<String, Value>, now: f64) -> Result<Times, Refusal> {
+        let times = claims::times(c).map_err(refusal)?;
+        claims::check_times(&times, &self.rules, now).map_err(refusal)?;
+        if let Some(iss) = &self.issuer {
+            claims::check_issuer(c, iss).map_err(refusal)?;
+        }
+        if !self.audience.is_empty() {
+            claims::check_audience(c, &self.audience).map_err(refusal)?;
+        }
+        Ok(times)
+    }
+
+    fn consumer_identity(
+        &self,
+        ck: &ConsumerKey,
+        claims: Map<String, Value>,
+        times: Times,
+    ) -> Result<(Identity, Times), Refusal> {
+        let subject = match &self.identity_claim {
+            Some(name) => self.subject_from(&claims, name)?,
+            None => ck.consumer.name.to_string(),
+        };
+        let headers = self.mapped_headers(&claims)?;
+        Ok((
+            Identity {
+                subject,
+                consumer: Some(ck.consumer.name.clone()),
+                groups: ck.consumer.groups.clone(),
+                authenticator: self.name.clone(),
+                claims: Some(Arc::new(claims)),
+                headers,
+            },
+            times,
+        ))
+    }
+
+    fn issuer_identity(
+        &self,
+        claims: Map<String, Value>,
+        times: Times,
+    ) -> Result<(Identity, Times), Refusal> {
+        let name = self.identity_claim.as_deref().unwrap_or("sub");
+        let subject = self.subject_from(&claims, name)?;
+        let groups = match claims.get(&self.groups_claim) {
+            Some(v) => claims::groups(v, &self.groups_claim).map_err(refusal)?,
+            None => Vec::new(),
+        };
+        let headers = self.mapped_headers(&claims)?;
+        Ok((
+            Identity {
+                subject,
+                consumer: None,
+                groups: Arc::from(groups),
+                authenticator: self.name.clone(),
+                claims: Some(Arc::new(claims)),
+                headers,
+            },
+            times,
+        ))
+    }
+
+    fn subject_from(&self, claims: &Map<String, Value>, name: &str) -> Result<String, Refusal> {
+        match claims.get(name) {
+            Some(v) => claims::as_name(v).ok_or_else(|| {
+                Refusal::new(
+                    Reason::JwtClaimInvalid,
+                    format!(
+                        "The token's \"{name}\" claim (identity_claim) is {}; it must be a non-empty string.",
+                        token::type_name(v)
+                    ),
+                )
+            }),
+            None => Err(Refusal::new(
+                Reason::JwtClaimMissing,
+                format!(
+                    "The token has no \"{name}\" claim, which authenticator {} uses as the identity. Claims present: {}.",
+                    self.name,
+                    claim_names(claims)
+                ),
+            )
+            .hint(format!(
+                "Set identity_claim on authenticator {} to a claim the tokens carry.",
+                self.name
+            ))),
+        }
+    }
+
+    /// `claims_to_headers`. A mapped claim the token lacks still yields the header, empty, so a
+    /// client-sent value of that name never reaches the upstream.
+    fn mapped_headers(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, Refusal> {
+        let mut out = Vec::with_capacity(self.claims_to_headers.len());
+        for (claim, header) in &self.claims_to_headers {
+            let text = claims
+                .get(claim)
+                .map(claims::header_text)
+                .unwrap_or_default();
+            let value = (text.len() <= 4096)
+                .then(|| HeaderValue::from_str(&text).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    Refusal::new(
+                        Reason::JwtClaimInvalid,
+                        format!(
+                            "The token's \"{claim}\" claim cannot be sent as header {header}: it has control characters or is longer than 4096 bytes."
+                        ),
+                    )
+                })?;
+            out.push((header.clone(), value));
+        }
+        Ok(out)
     }
 }
+
+fn refusal(e: ClaimError) -> Refusal {
+    let r = Refusal::new(e.reason, e.detail);
+    match e.hint {
+        Some(h) => r.hint(h),
+        None => r,
+    }
+}
+
+/// Claim names for a detail: printable, short, at most 20.
+fn claim_names(claims: &Map<String, Value>) -> String {
+    let mut names: Vec<String> = claims
+        .keys()
+        .take(20)
+        .map(|k| {
+            k.chars()
+                .take(40)
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if claims.len() > 20 {
+        names.push(format!("and {} more", claims.len() - 20));
+    }
+    names.join(", ")
+}
+
+/// The claim to suggest for `consumer_claim`: a common identifier the token carries.
+fn suggest_claim(claims: &Map<String, Value>) -> String {
+    const REGISTERED: [&str; 6] = ["exp", "nbf", "iat", "iss", "aud", "jti"];
+    [
+        "sub",
+        "user_id",
+        "uid",
+        "client_id",
+        "azp",
+        "username",
+        "email",
+    ]
+    .iter()
+    .find(|c| claims.get(**c).and_then(claims::as_name).is_some())
+    .map(|c| (*c).to_owned())
+    .or_else(|| {
+        claims
+            .iter()
+            .find(|(k, v)| {
+                !REGISTERED.contains(&k.as_str())
+                    && claims::as_name(v).is_some()
+                    && k.len() <= 40
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+            .map(|(k, _)| k.clone())
+    })
+    .unwrap_or_else(|| "sub".to_owned())
+}
+
+/// Why no key could be chosen.
+enum Miss {
+    UnknownKid(Refusal),
+    Other(Refusal),
+}
+
+impl Miss {
+    fn into_refusal(self) -> Refusal {
+        match self {
+            Miss::UnknownKid(r) | Miss::Other(r) => r,
+        }
+    }
+}
+
+/// The keys that may verify this token: the one its `kid` names, or without a `kid` every key
+/// bound to its `alg`. A key bound to another algorithm is never tried (no HS/RS confusion).
+fn select<'k>(
+    keys: &'k [VerifyKey],
+    parsed: &Parsed<'_>,
+    origin: &str,
+) -> Result<Vec<&'k VerifyKey>, Miss> {
+    let alg = parsed.alg;
+    if let Some(kid) = &parsed.kid {
+        let named: Vec<&VerifyKey> = keys
+            .iter()
+            .filter(|k| k.kid.as_ref() == Some(kid))
+            .collect();
+        if named.is_empty() {
+            let known: Vec<String> = keys
+                .iter()
+                .filter_map(|k| k.kid.as_deref())
+                .take(10)
+                .map(show)
+                .collect();
+            let known = if known.is_empty() {
+                "none of its keys has a kid".to_owned()
+            } else {
+                format!("its kids are {}", known.join(", "))
+            };
+            return Err(Miss::UnknownKid(
+                Refusal::new(
+                    Reason::JwtKeyUnknown,
+                    format!("The token's kid {} names no key in {origin}; {known}.", show(kid)),
+                )
+                .hint("The issuer may have rotated its keys; get a new token, or check which key set keyway is configured with."),
+            ));
+        }
+        let usable: Vec<&VerifyKey> = named
+            .iter()
+            .copied()
+            .filter(|k| k.algs.contains(&alg))
+            .collect();
+        if usable.is_empty() {
+            return Err(Miss::Other(alg_refusal(
+                alg,
+                &format!("key {} of {origin}", show(kid)),
+                &named[0].algs_text(),
+            )));
+        }
+        return Ok(usable);
+    }
+    let usable: Vec<&VerifyKey> = keys.iter().filter(|k| k.algs.contains(&alg)).collect();
+    if usable.is_empty() {
+        let mut bound: Vec<Algorithm> = keys.iter().flat_map(|k| k.algs.iter().copied()).collect();
+        bound.dedup();
+        return Err(Miss::Other(alg_refusal(
+            alg,
+            &format!("the keys of {origin}"),
+            &keys::names(&bound),
+        )));
+    }
+    Ok(usable)
+}
+
+fn alg_refusal(alg: Algorithm, whose: &str, bound: &str) -> Refusal {
+    Refusal::new(
+        Reason::JwtAlgNotAllowed,
+        format!(
+            "The token's alg is {}, but {whose} {} bound to {bound}.",
+            alg_name(alg),
+            if whose.starts_with("the keys") {
+                "are"
+            } else {
+                "is"
+            }
+        ),
+    )
+    .hint("Sign tokens with the algorithm configured for the key.")
+}
+
+/// Checks the token's `alg` against each key, then the signature. Success with any candidate.
+fn verify_with(
+    parsed: &Parsed<'_>,
+    candidates: &[&VerifyKey],
+    origin: &str,
+) -> Result<(), Refusal> {
+    let alg = parsed.alg;
+    let mut length_mismatch = None;
+    for key in candidates {
+        if !key.algs.contains(&alg) {
+            return Err(alg_refusal(alg, origin, &key.algs_text()));
+        }
+        if let Some(want) = key.signature_len(alg)
+            && want != parsed.signature_len
+        {
+            length_mismatch = Some(want);
+            continue;
+        }
+        // jsonwebtoken's crypto as a primitive: alg, key and structure are already checked.
+        if let Ok(true) = jsonwebtoken::crypto::verify(
+            parsed.signature_b64,
+            parsed.signing_input.as_bytes(),
+            &key.key,
+            alg,
+        ) {
+            return Ok(());
+        }
+        length_mismatch = None;
+    }
+    if let Some(want) = length_mismatch {
+        let note = if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+            " (JWS wants raw R‖S, not DER)"
+        } else {
+            ""
+        };
+        return Err(Refusal::new(
+            Reason::JwtSignatureInvalid,
+            format!(
+                "An {} signature with this key is {want} bytes{note}; the token's is {}.",
+                alg_name(alg),
+                parsed.signature_len
+            ),
+        ));
+    }
+    Err(Refusal::new(
+        Reason::JwtSignatureInvalid,
+        format!(
+            "The signature does not verify with {origin} ({}).",
+            alg_name(alg)
+        ),
+    )
+    .hint("The token was signed with another key, or altered after signing."))
+}
+
+#[cfg(test)]
+mod tests;

@@ -86,6 +86,13 @@ impl Authenticator {
             Authenticator::Jwt(a) => a.is_ready(),
         }
     }
+
+    /// Starts background work (a JWKS refresher); call inside the tokio runtime.
+    pub fn start(&self) {
+        if let Authenticator::Jwt(a) = self {
+            a.start();
+        }
+    }
 }
 
 /// The authentication stage. `Ok(None)` is a public route.
