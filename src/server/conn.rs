@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{ConflictingFraming, FramingFlag};
-use super::guarded_io::GuardedIo;
+use super::guarded_io::{GuardedIo, ReadGate};
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
@@ -137,6 +137,8 @@ async fn serve<I>(
     let flag = framing.clone();
     let first_request = Arc::new(Notify::new());
     let arrived = first_request.clone();
+    let gate = (!h2).then(|| Arc::new(ReadGate::default()));
+    let service_gate = gate.clone();
     let service = service_fn(move |mut req: http::Request<Incoming>| {
         arrived.notify_one();
         // The scanner's head is dispatched: what is written now is keyway's answer, never
@@ -146,18 +148,28 @@ async fn serve<I>(
         if flag.is_set() {
             req.extensions_mut().insert(ConflictingFraming);
         }
+        let in_flight = service_gate.as_ref().map(ReadGate::hold);
         // Boxed: an idle keep-alive connection then holds a pointer, not the pipeline's state.
         Box::pin(async move {
-            Ok::<_, Infallible>(pipeline::handle(&app, req, peer.ip(), is_tls).await)
+            let response = pipeline::handle(&app, req, peer.ip(), is_tls).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
         })
     });
-    let io = TokioIo::new(GuardedIo::new(io, framing, detail));
+    let io = TokioIo::new(GuardedIo::new(io, framing, detail, gate));
     let timeout = builders.header_read_timeout;
     let stopping = drain.0.clone();
     let result = if h2 {
+        // Boxed so that HTTP/2's larger state does not size every HTTP/1 connection's task.
         let conn = builders.h2.serve_connection(io, service);
         let conn = drain.run(conn, |c| c.graceful_shutdown());
-        first_request_within(conn, &first_request, timeout, stopping).await
+        Box::pin(first_request_within(
+            conn,
+            &first_request,
+            timeout,
+            stopping,
+        ))
+        .await
     } else {
         let conn = builders.h1.serve_connection(io, service).with_upgrades();
         let conn = drain.run(conn, |c| c.graceful_shutdown());

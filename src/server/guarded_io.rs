@@ -3,11 +3,15 @@
 //!   NUL, conflicting Content-Length, oversized heads) get the same problem+json answer as every
 //!   other refusal. hyper writes a bare status for those before any keyway stage runs; the
 //!   wrapper recognises that head on its way out and writes keyway's refusal instead.
-//! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`).
+//! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`), and
+//!   on HTTP/1 connections reading pauses between messages while a request is in flight
+//!   (`ReadGate`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -23,15 +27,70 @@ pub struct GuardedIo<T> {
     /// A replacement response still being written.
     pending: Option<(Vec<u8>, usize)>,
     scanner: FramingScanner,
+    /// HTTP/1 only: HTTP/2 multiplexes, so reading must never pause.
+    gate: Option<Arc<ReadGate>>,
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, framing: FramingFlag, detail: DetailLevel) -> Self {
+    pub fn new(
+        inner: T,
+        framing: FramingFlag,
+        detail: DetailLevel,
+        gate: Option<Arc<ReadGate>>,
+    ) -> Self {
         GuardedIo {
             inner,
             detail,
             pending: None,
             scanner: FramingScanner::new(framing),
+            gate,
+        }
+    }
+}
+
+/// Pauses reading on an HTTP/1 connection between messages while a request is in flight.
+///
+/// hyper reads ahead during a request to notice a client hang-up; the request's head still
+/// borrows hyper's read buffer then, so the read-ahead allocates a second, doubled buffer that
+/// the connection keeps for life. Holding that read until the request is answered keeps one
+/// 8 KiB read buffer per idle keep-alive connection instead of 16 KiB. The cost: a client that
+/// hangs up mid-request is noticed when its answer is written, not before.
+#[derive(Default)]
+pub struct ReadGate {
+    in_flight: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ReadGate {
+    /// Marks a request in flight until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> InFlight {
+        self.in_flight.store(true, Ordering::Release);
+        InFlight(self.clone())
+    }
+
+    fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a read must wait; if so, `waker` is woken when the request is answered.
+    fn must_wait(&self, waker: &Waker) -> bool {
+        if !self.in_flight.load(Ordering::Acquire) {
+            return false;
+        }
+        *self.waker() = Some(waker.clone());
+        // The request may have been answered before the waker was stored.
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// A request in flight; dropping it (answered, or abandoned) resumes reading.
+pub struct InFlight(Arc<ReadGate>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.store(false, Ordering::Release);
+        if let Some(w) = self.0.waker().take() {
+            w.wake();
         }
     }
 }
@@ -128,6 +187,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(gate) = &this.gate
+            && this.scanner.between_messages()
+            && gate.must_wait(cx.waker())
+        {
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         this.scanner.feed(&buf.filled()[before..]);
