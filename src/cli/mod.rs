@@ -152,6 +152,11 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 
 /// The tokio runtime for serving, sized by `workers`.
 fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    // One worker: the current-thread scheduler serves everything on the main thread, without
+    // the cross-thread queues and wake-ups a one-worker multi-thread runtime still pays for.
+    if workers == Some(1) {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+    }
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         b.worker_threads(n);
