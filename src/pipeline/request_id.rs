@@ -43,7 +43,14 @@ fn mint() -> String {
         x
     };
     let (a, b) = STATE.with(|s| (next(s), next(s)));
-    format!("{a:016x}{b:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [a, b] {
+        for shift in (0..16).rev() {
+            id.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
+        }
+    }
+    id
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Stage {
 pub struct Step {
     pub stage: Stage,
     pub note: Cow<'static, str>,
-    /// Microseconds since the request started.
+    /// Microseconds since the request started (0 unless the trace is `timed`).
     pub at_us: u64,
 }
 
@@ -94,6 +94,8 @@ pub struct Trace {
     pub identity: Option<IdentitySummary>,
     pub refusal: Option<Refusal>,
     pub status: u16,
+    /// Time every step (explain); live traffic times only the whole request.
+    pub timed: bool,
 }
 
 impl Trace {
@@ -109,11 +111,12 @@ impl Trace {
             identity: None,
             refusal: None,
             status: 0,
+            timed: false,
         }
     }
 
     pub fn step(&mut self, stage: Stage, note: impl Into<Cow<'static, str>>) {
-        let at_us = self.elapsed_us();
+        let at_us = if self.timed { self.elapsed_us() } else { 0 };
         self.steps.push(Step {
             stage,
             note: note.into(),

@@ -65,14 +65,8 @@ pub async fn forward(
             .hint("Check the upstream's health, or raise timeouts.request."));
         }
     };
-    trace.step(
-        Stage::Upstream,
-        format!(
-            "upstream {} answered {}",
-            upstream.name,
-            response.status().as_u16()
-        ),
-    );
+    // The status is in the trace once the response is recorded.
+    trace.step(Stage::Upstream, "upstream answered");
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
     {
