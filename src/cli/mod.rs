@@ -155,7 +155,9 @@ fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runt
     // One worker: the current-thread scheduler serves everything on the main thread, without
     // the cross-thread queues and wake-ups a one-worker multi-thread runtime still pays for.
     if workers == Some(1) {
-        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
     }
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
