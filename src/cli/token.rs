@@ -137,7 +137,12 @@ fn mint(
         claims.insert("key".into(), jwt.key.0.clone().into());
     }
     claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ttl.as_secs().max(1)).into());
+    // Saturating: `--ttl 99999999999999999h` must not overflow (a panic, or in release a wrap
+    // to an already expired token).
+    claims.insert(
+        "exp".into(),
+        now.saturating_add(ttl.as_secs().max(1)).into(),
+    );
     for (k, v) in extra {
         claims.insert(k.clone(), v.clone());
     }
@@ -208,5 +213,27 @@ mod tests {
         assert_eq!(c[2].1, Value::from(true));
         assert_eq!(c[3].1, Value::from("\"x\""));
         assert!(parse_claims(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn huge_ttl_does_not_overflow() {
+        let config = r#"
+upstreams: {app: {builtin: echo}}
+consumers:
+  - {name: u, jwt: {key: u, secret: "0123456789abcdef0123456789abcdef"}}
+authenticators:
+  cj: {type: jwt}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: app, auth: [cj]}
+"#;
+        let ttl = parse_duration("99999999999999999h").unwrap();
+        let t = mint_from_text(config, Path::new("."), "u", ttl, &[], &[]).unwrap();
+        let payload = t.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["exp"], Value::from(u64::MAX));
     }
 }

@@ -495,7 +495,7 @@ fn compile_authenticators(
                 compile_api_key(&name_arc, a, at, &path, consumers, d).map(Authenticator::ApiKey)
             }
             AuthenticatorType::Jwt => {
-                jwt::JwtAuth::compile(&name_arc, a, at, &path, &entries, d).map(Authenticator::Jwt)
+                jwt::compile(&name_arc, a, at, &path, &entries, d).map(Authenticator::Jwt)
             }
         };
         if let Some(c) = compiled {

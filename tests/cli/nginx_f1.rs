@@ -114,22 +114,7 @@ const KEY: &str = "desk-key-f1-8c1e";
 async fn f1_behind_default_nginx_the_underscore_header_vanishes_and_keyway_says_where_it_looked() {
     let up = upstream_ok().await;
     let hashed = keyway::pipeline::authn::api_key::hashed_form(KEY);
-    let gw = start(&format!(
-        r#"
-upstreams:
-  app: {{url: "{}"}}
-consumers:
-  - name: support-desk
-    groups: [users]
-    api_keys: ["{hashed}"]
-authenticators:
-  desk-token: {{type: api_key, header: api_access_token}}
-routes:
-  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [desk-token]}}
-"#,
-        up.url()
-    ))
-    .await;
+    let gw = start(&desk_config(&up.url(), "support-desk", &hashed)).await;
     let nginx = Nginx::start(gw.addr).await;
 
     // The incident: the client sends a valid key in `api_access_token`; nginx drops the header.

@@ -32,17 +32,57 @@ routes:
     )
 }
 
+/// Starts keyway with the header policy `headers` and sends `GET /pub/x` (a public route) with
+/// `sent`; asserts 200 and returns what the upstream saw.
+async fn public_get(headers: &str, sent: &[(&str, &str)]) -> (Gateway, Upstream, Seen) {
+    let up = upstream_ok().await;
+    let gw = start(&config(&up, headers)).await;
+    let answer = get(&gw.url("/pub/x"), sent).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let seen = up.last();
+    (gw, up, seen)
+}
+
+#[track_caller]
+fn assert_absent(seen: &Seen, names: &[&str]) {
+    for name in names {
+        assert!(
+            !seen.headers.contains_key(*name),
+            "{name} reached the upstream"
+        );
+    }
+}
+
+/// Asserts `keyway_header_removals_total` for each `(cause, count)`.
+async fn assert_removals(gw: &Gateway, want: &[(&str, f64)]) {
+    let m = metrics(gw).await;
+    for (cause, count) in want {
+        let series = format!(r#"keyway_header_removals_total{{cause="{cause}"}}"#);
+        assert_eq!(sample(&m, &series), *count, "{cause}: {m}");
+    }
+}
+
+/// The forwarding headers keyway sets, alone, for the test client (127.0.0.1, plain http) and
+/// `Host: gw.example`.
+#[track_caller]
+fn assert_own_chain(seen: &Seen) {
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "gw.example");
+    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"gw.example\""
+    );
+}
+
 #[tokio::test]
 async fn pass_forwards_underscore_headers_unchanged() {
-    let up = upstream_ok().await;
-    let gw = start(&config(&up, "{}")).await;
-    let answer = get(
-        &gw.url("/pub/x"),
+    let (gw, up, seen) = public_get(
+        "{}",
         &[("api_access_token", "t0k3n"), ("X_Custom_Thing", "v")],
     )
     .await;
-    assert_eq!(answer.status, 200);
-    let seen = up.last();
     assert_eq!(seen.headers["api_access_token"], "t0k3n");
     assert_eq!(seen.headers["x_custom_thing"], "v");
     assert!(!seen.headers.contains_key("x-custom-thing"));
@@ -56,11 +96,8 @@ async fn pass_forwards_underscore_headers_unchanged() {
 
 #[tokio::test]
 async fn drop_removes_underscore_headers_and_the_refusal_says_so() {
-    let up = upstream_ok().await;
-    let gw = start(&config(&up, "{underscores: drop}")).await;
-    let answer = get(&gw.url("/pub/x"), &[("x_custom", "v"), ("x-kept", "k")]).await;
-    assert_eq!(answer.status, 200);
-    let seen = up.last();
+    let (gw, up, seen) =
+        public_get("{underscores: drop}", &[("x_custom", "v"), ("x-kept", "k")]).await;
     assert!(!seen.headers.contains_key("x_custom"), "{seen:?}");
     assert!(!seen.headers.contains_key("x-custom"), "{seen:?}");
     assert_eq!(seen.headers["x-kept"], "k");
@@ -93,15 +130,7 @@ async fn drop_removes_underscore_headers_and_the_refusal_says_so() {
     assert_eq!(answer.status, 200);
     assert!(!up.last().headers.contains_key("api-access-token"));
 
-    let m = metrics(&gw).await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"keyway_header_removals_total{cause="underscore_policy"}"#
-        ),
-        2.0,
-        "{m}"
-    );
+    assert_removals(&gw, &[("underscore_policy", 2.0)]).await;
     gw.stop().await;
 }
 
@@ -129,15 +158,11 @@ async fn reject_refuses_underscore_headers_with_400() {
 
 #[tokio::test]
 async fn normalize_turns_underscores_into_hyphens() {
-    let up = upstream_ok().await;
-    let gw = start(&config(&up, "{underscores: normalize}")).await;
-    let answer = get(
-        &gw.url("/pub/x"),
+    let (gw, _up, seen) = public_get(
+        "{underscores: normalize}",
         &[("x_a", "1"), ("X_Multi_Part_Name", "2")],
     )
     .await;
-    assert_eq!(answer.status, 200);
-    let seen = up.last();
     assert_eq!(seen.headers["x-a"], "1");
     assert_eq!(seen.headers["x-multi-part-name"], "2");
     assert!(!seen.headers.contains_key("x_a"));
@@ -219,20 +244,18 @@ async fn spellings_that_fold_to_headers_keyway_sets_are_removed() {
     .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let seen = up.last();
-    for name in [
-        "x_forwarded_for",
-        "x_forwarded-host",
-        "x-keyway_subject",
-        "x_keyway_groups",
-        "x_auth_request_user",
-        "x_real_ip",
-        "x_tools_key",
-    ] {
-        assert!(
-            !seen.headers.contains_key(name),
-            "{name} reached the upstream"
-        );
-    }
+    assert_absent(
+        &seen,
+        &[
+            "x_forwarded_for",
+            "x_forwarded-host",
+            "x-keyway_subject",
+            "x_keyway_groups",
+            "x_auth_request_user",
+            "x_real_ip",
+            "x_tools_key",
+        ],
+    );
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
     assert_eq!(seen.headers["x-keyway-subject"], "desk");
@@ -242,20 +265,7 @@ async fn spellings_that_fold_to_headers_keyway_sets_are_removed() {
     // The credential header was consumed, not kept.
     assert!(!seen.headers.contains_key("api_access_token"));
 
-    let m = metrics(&gw).await;
-    assert_eq!(
-        sample(&m, r#"keyway_header_removals_total{cause="collision"}"#),
-        7.0,
-        "{m}"
-    );
-    assert_eq!(
-        sample(
-            &m,
-            r#"keyway_header_removals_total{cause="consumed_credential"}"#
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_removals(&gw, &[("collision", 7.0), ("consumed_credential", 1.0)]).await;
     gw.stop().await;
 }
 
@@ -273,13 +283,8 @@ async fn client_sent_identity_headers_are_removed() {
     ];
     // A public route: no identity at all reaches the upstream.
     assert_eq!(get(&gw.url("/pub/x"), &spoofed).await.status, 200);
-    let seen = up.last();
-    for (name, _) in spoofed {
-        assert!(
-            !seen.headers.contains_key(name),
-            "{name} reached the upstream"
-        );
-    }
+    let names: Vec<&str> = spoofed.iter().map(|(name, _)| *name).collect();
+    assert_absent(&up.last(), &names);
     // An authenticated route: only keyway's values.
     let mut headers = spoofed.to_vec();
     headers.push(("api-access-token", KEY));
@@ -293,24 +298,14 @@ async fn client_sent_identity_headers_are_removed() {
     assert!(!seen.headers.contains_key("x-auth-request-user"));
     assert!(!seen.headers.contains_key("x-auth-request-email"));
 
-    let m = metrics(&gw).await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"keyway_header_removals_total{cause="identity_spoof"}"#
-        ),
-        12.0,
-        "{m}"
-    );
+    assert_removals(&gw, &[("identity_spoof", 12.0)]).await;
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
-    let up = upstream_ok().await;
-    let gw = start(&config(&up, "{}")).await;
-    let answer = get(
-        &gw.url("/pub/x"),
+    let (gw, _up, seen) = public_get(
+        "{}",
         &[
             ("connection", "keep-alive, x-custom-hop"),
             ("x-custom-hop", "secret-for-the-next-hop-only"),
@@ -321,21 +316,12 @@ async fn hop_by_hop_headers_are_not_forwarded() {
         ],
     )
     .await;
-    assert_eq!(answer.status, 200);
-    let seen = up.last();
-    for name in ["x-custom-hop", "keep-alive", "proxy-authorization", "te"] {
-        assert!(
-            !seen.headers.contains_key(name),
-            "{name} reached the upstream"
-        );
-    }
-    assert_eq!(seen.headers["x-end-to-end"], "kept");
-    let m = metrics(&gw).await;
-    assert_eq!(
-        sample(&m, r#"keyway_header_removals_total{cause="hop_by_hop"}"#),
-        4.0,
-        "{m}"
+    assert_absent(
+        &seen,
+        &["x-custom-hop", "keep-alive", "proxy-authorization", "te"],
     );
+    assert_eq!(seen.headers["x-end-to-end"], "kept");
+    assert_removals(&gw, &[("hop_by_hop", 4.0)]).await;
     gw.stop().await;
 }
 
@@ -350,24 +336,9 @@ const CLIENT_CHAIN: [(&str, &str); 6] = [
 
 #[tokio::test]
 async fn forwarding_chain_is_set_and_appended_for_a_trusted_peer() {
-    let up = upstream_ok().await;
     // Default trusted_proxies: loopback, so the test client is a trusted proxy.
-    let gw = start(&config(&up, "{}")).await;
-    assert_eq!(
-        get(&gw.url("/pub/x"), &[("host", "gw.example")])
-            .await
-            .status,
-        200
-    );
-    let seen = up.last();
-    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(seen.headers["x-forwarded-proto"], "http");
-    assert_eq!(seen.headers["x-forwarded-host"], "gw.example");
-    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
-    assert_eq!(
-        seen.headers["forwarded"],
-        "for=127.0.0.1;proto=http;host=\"gw.example\""
-    );
+    let (gw, up, seen) = public_get("{}", &[("host", "gw.example")]).await;
+    assert_own_chain(&seen);
 
     assert_eq!(get(&gw.url("/pub/x"), &CLIENT_CHAIN).await.status, 200);
     let seen = up.last();
@@ -392,14 +363,6 @@ async fn forwarding_chain_is_replaced_for_an_untrusted_peer() {
     ))
     .await;
     assert_eq!(get(&gw.url("/pub/x"), &CLIENT_CHAIN).await.status, 200);
-    let seen = up.last();
-    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(seen.headers["x-forwarded-proto"], "http");
-    assert_eq!(seen.headers["x-forwarded-host"], "gw.example");
-    assert_eq!(seen.headers["x-real-ip"], "127.0.0.1");
-    assert_eq!(
-        seen.headers["forwarded"],
-        "for=127.0.0.1;proto=http;host=\"gw.example\""
-    );
+    assert_own_chain(&up.last());
     gw.stop().await;
 }

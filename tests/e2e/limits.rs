@@ -30,23 +30,14 @@ fn assert_raw_problem(answer: &RawAnswer, what: &str, status: u16, reason: &str)
     assert!(answer.closed, "{what}: the connection stayed open");
 }
 
-fn config(upstream: &Upstream, extra: &str) -> String {
-    format!(
-        r#"
-{extra}
-upstreams:
-  app: {{url: "{}"}}
-routes:
-  - {{name: all, match: {{path_prefix: /}}, upstream: app, auth: []}}
-"#,
-        upstream.url()
-    )
-}
-
 #[tokio::test]
 async fn too_many_headers_is_431_header_too_large() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "headers: {max_request_headers: 8}")).await;
+    let gw = start(&public_config(
+        &up.url(),
+        "headers: {max_request_headers: 8}",
+    ))
+    .await;
     let names: Vec<String> = (0..12).map(|i| format!("x-h{i}")).collect();
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     let answer = get(&gw.url("/many"), &headers).await;
@@ -70,7 +61,11 @@ async fn too_many_headers_is_431_header_too_large() {
 #[tokio::test]
 async fn too_many_header_bytes_is_431_header_too_large() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "headers: {max_request_header_bytes: 1024}")).await;
+    let gw = start(&public_config(
+        &up.url(),
+        "headers: {max_request_header_bytes: 1024}",
+    ))
+    .await;
     let big = "a".repeat(2000);
     let answer = get(&gw.url("/big"), &[("x-big", &big)]).await;
     let problem = assert_problem(&answer, 431, "header.too_large");
@@ -113,7 +108,11 @@ async fn closed_within(what: &str, stream: &mut tokio::net::TcpStream, bound: Du
 #[tokio::test]
 async fn slowloris_clients_are_dropped_after_the_header_read_timeout() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "limits: {header_read_timeout: 500ms}")).await;
+    let gw = start(&public_config(
+        &up.url(),
+        "limits: {header_read_timeout: 500ms}",
+    ))
+    .await;
     let started = Instant::now();
 
     // A partial request head, then nothing.
@@ -153,7 +152,7 @@ async fn slowloris_clients_are_dropped_after_the_header_read_timeout() {
 #[tokio::test]
 async fn malformed_request_heads_are_refused_and_never_forwarded() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "")).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let cases: [(&str, &[u8]); 9] = [
         (
             "space in a header name",
@@ -206,7 +205,7 @@ async fn malformed_request_heads_are_refused_and_never_forwarded() {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_bad_framing() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "")).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     for (what, request) in [
         (
             "CL.TE",
@@ -272,7 +271,7 @@ async fn content_length_with_transfer_encoding_is_bad_framing() {
 #[tokio::test]
 async fn bare_lf_cannot_hide_a_header_from_the_policy() {
     let up = upstream_ok().await;
-    let gw = start(&config(&up, "")).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let answer = raw(
         gw.addr,
         "GET /lf HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-Keyway-Subject: admin\r\nConnection: close\r\n\r\n",

@@ -18,22 +18,8 @@ use support::*;
 #[tokio::test]
 async fn api_key_route_forwards_identity_and_strips_the_key() {
     let up = upstream_ok().await;
-    let gw = start(&format!(
-        r#"
-upstreams:
-  app: {{url: "{}"}}
-consumers:
-  - name: desk
-    groups: [users]
-    api_keys: ["sha256:a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873"]
-authenticators:
-  desk-token: {{type: api_key, header: api_access_token}}
-routes:
-  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [desk-token]}}
-"#,
-        up.url()
-    ))
-    .await;
+    let hash = "sha256:a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873";
+    let gw = start(&desk_config(&up.url(), "desk", hash)).await;
     let ok = get(&gw.url("/api/x"), &[("api_access_token", "demo-key-123")]).await;
     assert_eq!(ok.status, 200);
     let seen = up.last();

@@ -12,22 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::support::*;
 
-fn public_route(upstream: &Upstream) -> String {
-    format!(
-        r#"
-upstreams:
-  app: {{url: "{}"}}
-routes:
-  - {{name: all, match: {{path_prefix: /}}, upstream: app, auth: []}}
-"#,
-        upstream.url()
-    )
-}
-
 #[tokio::test]
 async fn http1_request_is_proxied_and_answered_over_http1() {
     let up = upstream_ok().await;
-    let gw = start(&public_route(&up)).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let resp = client()
         .request(
             Request::get(gw.url("/one"))
@@ -46,7 +34,7 @@ async fn http1_request_is_proxied_and_answered_over_http1() {
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served_as_http2() {
     let up = upstream_ok().await;
-    let gw = start(&public_route(&up)).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let resp = client_h2()
         .request(
             Request::get(gw.url("/two?x=1"))
@@ -159,10 +147,7 @@ async fn collect(resp: Response<hyper::body::Incoming>) -> (http::StatusCode, Ve
 async fn tls_negotiates_h2_and_http1_by_alpn() {
     let (cert, key) = self_signed();
     let up = upstream_ok().await;
-    let yaml = format!(
-        "tls: {{cert: cert.pem, key: key.pem}}\n{}",
-        public_route(&up)
-    );
+    let yaml = public_config(&up.url(), "tls: {cert: cert.pem, key: key.pem}");
     let gw = start_with_files(&yaml, &[("cert.pem", &cert), ("key.pem", &key)]).await;
 
     // ALPN h2 → HTTP/2 over TLS.
@@ -233,7 +218,7 @@ async fn graceful_shutdown_drains_the_in_flight_request_and_refuses_new_connecti
         }
     })
     .await;
-    let gw = start(&public_route(&up)).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let addr = gw.addr;
 
     let url = gw.url("/slow");
@@ -282,7 +267,7 @@ async fn graceful_shutdown_drains_the_in_flight_request_and_refuses_new_connecti
 async fn graceful_shutdown_does_not_wait_for_idle_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream_ok().await;
-    let gw = start(&public_route(&up)).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     // An idle keep-alive connection after one answered request.
     let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     idle.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -18,17 +18,6 @@ use crate::support::*;
 
 const KEY: &str = "client-api-key";
 
-fn public(up_url: &str) -> String {
-    format!(
-        r#"
-upstreams:
-  app: {{url: "{up_url}"}}
-routes:
-  - {{name: all, match: {{path_prefix: /}}, upstream: app, auth: []}}
-"#
-    )
-}
-
 #[tokio::test]
 async fn a_large_request_body_reaches_the_upstream_whole() {
     let up = upstream(|seen| {
@@ -37,7 +26,7 @@ async fn a_large_request_body_reaches_the_upstream_whole() {
         )))
     })
     .await;
-    let gw = start(&public(&up.url())).await;
+    let gw = start(&public_config(&up.url(), "")).await;
     let body: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
     let answer = send_body("POST", &gw.url("/upload"), &[], Bytes::from(body.clone())).await;
     assert_eq!(answer.status, 200);
@@ -70,7 +59,7 @@ async fn the_request_body_is_streamed_not_buffered() {
         }
     })
     .await;
-    let gw = start(&public(&format!("http://{addr}"))).await;
+    let gw = start(&public_config(&format!("http://{addr}"), "")).await;
 
     let (chunks, body) = channel_body();
     let client: Client<HttpConnector, UpBody> =
@@ -99,62 +88,102 @@ async fn the_request_body_is_streamed_not_buffered() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_streaming_response_reaches_the_client_event_by_event() {
-    // The upstream hands the test the sender of its response body.
-    let senders: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>> = Arc::default();
+/// Senders of the response bodies a `streaming_gateway` upstream is writing, newest last.
+type Senders = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
+
+/// keyway in front of an upstream that answers every request with `headers` and a body the
+/// test writes through the sender it finds in `Senders`.
+async fn streaming_gateway(headers: Vec<(&'static str, String)>) -> (Gateway, Senders) {
+    let senders = Senders::default();
     let slot = senders.clone();
     let addr = serve_raw(move |_req: Request<Incoming>| {
         let slot = slot.clone();
+        let headers = headers.clone();
         async move {
             let (tx, body) = channel_body();
             slot.lock().unwrap().push(tx);
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .header("cache-control", "no-cache")
-                .body(body)
-                .unwrap()
+            let mut response = Response::builder();
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            response.body(body).unwrap()
         }
     })
     .await;
-    let gw = start(&public(&format!("http://{addr}"))).await;
+    let gw = start(&public_config(&format!("http://{addr}"), "")).await;
+    (gw, senders)
+}
 
+/// GETs `path` over h2c or HTTP/1.1 and returns the response, once its head is in, with the
+/// sender of its body.
+async fn open_stream(
+    gw: &Gateway,
+    senders: &Senders,
+    path: &str,
+    headers: &[(&str, &str)],
+    http2: bool,
+) -> (Response<Incoming>, mpsc::Sender<Bytes>) {
+    let mut request = Request::get(gw.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let response = if http2 { client_h2() } else { client() }
+        .request(request)
+        .await
+        .unwrap();
+    let tx = senders
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the upstream saw no request");
+    (response, tx)
+}
+
+/// The next chunk of `body`, within 5 s.
+async fn next_chunk(body: &mut Incoming, late: &str) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect(late)
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap()
+}
+
+/// The rest of `body` once the upstream ended it, within 5 s.
+async fn rest_of(body: Incoming, late: &str) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .expect(late)
+        .expect("the body was cut")
+        .to_bytes()
+}
+
+#[tokio::test]
+async fn a_streaming_response_reaches_the_client_event_by_event() {
+    let (gw, senders) = streaming_gateway(vec![
+        ("content-type", "text/event-stream".to_owned()),
+        ("cache-control", "no-cache".to_owned()),
+    ])
+    .await;
     for http2 in [false, true] {
-        let request = Request::get(gw.url("/events"))
-            .header("accept", "text/event-stream")
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
-        let response = if http2 { client_h2() } else { client() }
-            .request(request)
-            .await
-            .unwrap();
+        let accept = [("accept", "text/event-stream")];
+        let (response, tx) = open_stream(&gw, &senders, "/events", &accept, http2).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
-        let tx = senders
-            .lock()
-            .unwrap()
-            .pop()
-            .expect("the upstream saw no request");
         let mut body = response.into_body();
 
         tx.send(Bytes::from_static(b"data: one\n\n")).await.unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("the first event was held back (buffered)")
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let first = next_chunk(&mut body, "the first event was held back (buffered)").await;
         // The client has event one while the upstream has not produced event two.
         assert_eq!(first, "data: one\n\n", "http2: {http2}");
 
         tx.send(Bytes::from_static(b"data: two\n\n")).await.unwrap();
         drop(tx);
-        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
-            .await
-            .expect("the stream did not end")
-            .unwrap()
-            .to_bytes();
+        let rest = rest_of(body, "the stream did not end").await;
         assert_eq!(rest, "data: two\n\n", "http2: {http2}");
     }
     gw.stop().await;
@@ -323,50 +352,22 @@ routes:
 #[tokio::test]
 async fn a_body_chunk_that_looks_like_an_http_head_is_passed_through() {
     const LOOKALIKE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-    let senders: Arc<Mutex<Vec<mpsc::Sender<Bytes>>>> = Arc::default();
-    let slot = senders.clone();
-    let addr = serve_raw(move |_req: Request<Incoming>| {
-        let slot = slot.clone();
-        async move {
-            let (tx, body) = channel_body();
-            slot.lock().unwrap().push(tx);
-            Response::builder()
-                .header("content-type", "message/http")
-                .header("content-length", (6 + LOOKALIKE.len()).to_string())
-                .body(body)
-                .unwrap()
-        }
-    })
+    let (gw, senders) = streaming_gateway(vec![
+        ("content-type", "message/http".to_owned()),
+        ("content-length", (6 + LOOKALIKE.len()).to_string()),
+    ])
     .await;
-    let gw = start(&public(&format!("http://{addr}"))).await;
     for http2 in [false, true] {
-        let request = Request::get(gw.url("/raw"))
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
-        let response = if http2 { client_h2() } else { client() }
-            .request(request)
-            .await
-            .unwrap();
+        let (response, tx) = open_stream(&gw, &senders, "/raw", &[], http2).await;
         assert_eq!(response.status(), 200);
-        let tx = senders.lock().unwrap().pop().unwrap();
         let mut body = response.into_body();
         tx.send(Bytes::from_static(b"first ")).await.unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("no first chunk")
-            .unwrap()
-            .unwrap()
-            .into_data()
-            .unwrap();
+        let first = next_chunk(&mut body, "no first chunk").await;
         assert_eq!(first, "first ");
         // Sent on its own, after the first chunk reached the client.
         tx.send(Bytes::from_static(LOOKALIKE)).await.unwrap();
         drop(tx);
-        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
-            .await
-            .expect("the body did not end")
-            .expect("the body was cut")
-            .to_bytes();
+        let rest = rest_of(body, "the body did not end").await;
         assert_eq!(rest, LOOKALIKE, "http2: {http2}");
     }
     gw.stop().await;

@@ -155,17 +155,11 @@ routes:
 #[tokio::test]
 async fn no_matching_route_is_404_route_none() {
     let up = upstream_ok().await;
-    let gw = start(&format!(
-        r#"
-upstreams:
-  app: {{url: "{}"}}
-routes:
-  - {{name: api, match: {{path_prefix: /api/, methods: [GET]}}, upstream: app, auth: []}}
-  - {{name: internal, match: {{host: internal.example, path_prefix: /}}, upstream: app, auth: []}}
-"#,
-        up.url()
-    ))
-    .await;
+    let routes = r#"
+  - {name: api, match: {path_prefix: /api/, methods: [GET]}, upstream: app, auth: []}
+  - {name: internal, match: {host: internal.example, path_prefix: /}, upstream: app, auth: []}
+"#;
+    let gw = start(&app_config(&up.url(), "", routes)).await;
     for (method, path, host) in [
         ("GET", "/other", None),
         ("POST", "/api/x", None),
@@ -185,16 +179,8 @@ routes:
 #[tokio::test]
 async fn dot_segments_in_any_spelling_are_400_bad_path() {
     let up = upstream_ok().await;
-    let gw = start(&format!(
-        r#"
-upstreams:
-  app: {{url: "{}"}}
-routes:
-  - {{name: public, match: {{path_prefix: /public/}}, upstream: app, auth: []}}
-"#,
-        up.url()
-    ))
-    .await;
+    let routes = "  - {name: public, match: {path_prefix: /public/}, upstream: app, auth: []}\n";
+    let gw = start(&app_config(&up.url(), "", routes)).await;
     for path in [
         "/public/../admin",
         "/public/./x",

@@ -48,15 +48,8 @@ fn sig_of(token: &str) -> &str {
 
 /// Claims valid for the issuer-mode route `/i/` (issuer, audience, lifetime within 1h).
 fn issuer_claims(extra: serde_json::Value) -> String {
-    let mut c = json!({"sub": "u", "iss": "https://idp.test", "aud": "keyway", "iat": now(), "exp": now() + 600});
-    for (k, v) in extra.as_object().unwrap() {
-        if v.is_null() {
-            c.as_object_mut().unwrap().remove(k);
-        } else {
-            c[k] = v.clone();
-        }
-    }
-    c.to_string()
+    let base = json!({"sub": "u", "iss": "https://idp.test", "aud": "keyway", "iat": now(), "exp": now() + 600});
+    patched(base, extra).to_string()
 }
 
 fn rs(header: &str, payload: &str) -> String {

@@ -11,8 +11,32 @@ use crate::support::*;
 
 const ALICE_SECRET: &str = "alice-secret-0123456789abcdef0123";
 
+const SSO_SECRET: &str = "issuer-secret-0123456789abcdef0123";
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// `GET path` with `token` as the bearer token.
+async fn call(gw: &Gateway, path: &str, token: &str) -> Answer {
+    get(&gw.url(path), &[("authorization", &bearer(token))]).await
+}
+
+/// keyway with one upstream `app`, then `rest` (consumers, authenticators, routes).
+async fn gateway(rest: &str) -> (Upstream, Gateway) {
+    let up = upstream_ok().await;
+    let yaml = format!("upstreams: {{app: {{url: \"{}\"}}}}\n{rest}", up.url());
+    let gw = start_keys(&yaml, &[]).await;
+    (up, gw)
+}
+
+/// keyway with the issuer-mode authenticator `sso` (HS256 with `SSO_SECRET`, then the YAML lines
+/// `settings`, which may add authenticators) and `routes`.
+async fn sso_gateway(settings: &str, routes: &str) -> (Upstream, Gateway) {
+    gateway(&format!(
+        "authenticators:\n  sso:\n    type: jwt\n    secret: \"{SSO_SECRET}\"\n{settings}routes:\n{routes}"
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -38,11 +62,7 @@ routes:
         &json!({"sub": "alice", "user_id": "alice", "iat": now(), "exp": now() + 600}),
     );
     let gw = start_keys(&config(""), &[]).await;
-    let a = get(
-        &gw.url("/api/orders"),
-        &[("authorization", &bearer(&foreign))],
-    )
-    .await;
+    let a = call(&gw, "/api/orders", &foreign).await;
     let p = assert_problem(&a, 401, "jwt.consumer_claim_missing");
     let detail = p["detail"].as_str().unwrap();
     assert!(detail.contains("no claim \"key\""), "{detail}");
@@ -64,11 +84,7 @@ routes:
 
     // The fix the hint names: consumer_claim.
     let gw = start_keys(&config(", consumer_claim: user_id"), &[]).await;
-    let a = get(
-        &gw.url("/api/orders"),
-        &[("authorization", &bearer(&foreign))],
-    )
-    .await;
+    let a = call(&gw, "/api/orders", &foreign).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let seen = up.last();
     assert_eq!(seen.headers["x-keyway-consumer"], "alice");
@@ -85,11 +101,7 @@ routes:
         ALICE_SECRET,
         &json!({"user_id": "mallory", "exp": now() + 600}),
     );
-    let a = get(
-        &gw.url("/api/orders"),
-        &[("authorization", &bearer(&stranger))],
-    )
-    .await;
+    let a = call(&gw, "/api/orders", &stranger).await;
     let p = assert_problem(&a, 401, "jwt.consumer_unknown");
     assert!(p["detail"].as_str().unwrap().contains("\"mallory\""), "{p}");
     gw.stop().await;
@@ -97,12 +109,8 @@ routes:
 
 #[tokio::test]
 async fn user_and_admin_consumers_have_their_own_keys() {
-    let up = upstream_ok().await;
-    let gw = start_keys(
-        &format!(
-            r#"
-upstreams: {{app: {{url: "{}"}}}}
-consumers:
+    let (up, gw) = gateway(&format!(
+        r#"consumers:
   - {{name: user, groups: [users], jwt: {{key: user-key, secret: "{ALICE_SECRET}"}}}}
   - {{name: admin, groups: [admin], jwt: {{key: admin-key, public_key_file: rsa.pub.pem, algorithm: RS256}}}}
 authenticators:
@@ -110,11 +118,8 @@ authenticators:
 routes:
   - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [cj]}}
   - {{name: admin, match: {{path_prefix: /admin/}}, upstream: app, auth: [cj], allow: {{groups: [admin]}}}}
-"#,
-            up.url()
-        ),
-        &[],
-    )
+"#
+    ))
     .await;
     let claims = |key: &str| json!({"key": key, "exp": now() + 600});
     let user = hs(ALICE_SECRET, &claims("user-key"));
@@ -125,11 +130,11 @@ routes:
         &claims("admin-key"),
     );
 
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&user))]).await;
+    let a = call(&gw, "/api/x", &user).await;
     assert_eq!(a.status, 200);
     assert_eq!(up.last().headers["x-keyway-consumer"], "user");
 
-    let a = get(&gw.url("/admin/x"), &[("authorization", &bearer(&user))]).await;
+    let a = call(&gw, "/admin/x", &user).await;
     let p = assert_problem(&a, 403, "authz.denied");
     assert!(
         p["detail"].as_str().unwrap().contains("consumer user"),
@@ -137,7 +142,7 @@ routes:
     );
 
     let before = up.requests().len();
-    let a = get(&gw.url("/admin/x"), &[("authorization", &bearer(&admin))]).await;
+    let a = call(&gw, "/admin/x", &admin).await;
     assert_eq!(a.status, 200);
     assert_eq!(up.requests().len(), before + 1);
     assert_eq!(up.last().headers["x-keyway-consumer"], "admin");
@@ -145,14 +150,14 @@ routes:
 
     // The user's secret cannot sign for the admin: the admin's key is bound to RS256.
     let forged = hs(ALICE_SECRET, &claims("admin-key"));
-    let a = get(&gw.url("/admin/x"), &[("authorization", &bearer(&forged))]).await;
+    let a = call(&gw, "/admin/x", &forged).await;
     let p = assert_problem(&a, 401, "jwt.alg_not_allowed");
     assert!(p["detail"].as_str().unwrap().contains("HS256"), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("RS256"), "{p}");
 
     // Nor can another secret sign for the user.
     let wrong = hs("another-secret-0123456789abcdef0123", &claims("user-key"));
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&wrong))]).await;
+    let a = call(&gw, "/api/x", &wrong).await;
     let p = assert_problem(&a, 401, "jwt.signature_invalid");
     assert!(
         p["detail"].as_str().unwrap().contains("consumer user"),
@@ -164,23 +169,16 @@ routes:
 
 #[tokio::test]
 async fn tokens_from_query_and_cookie_are_removed_and_conflicts_refused() {
-    let up = upstream_ok().await;
-    let gw = start_keys(
-        &format!(
-            r#"
-upstreams: {{app: {{url: "{}"}}}}
-consumers:
+    let (up, gw) = gateway(&format!(
+        r#"consumers:
   - {{name: alice, jwt: {{key: alice, secret: "{ALICE_SECRET}"}}}}
 authenticators:
   cj: {{type: jwt, from: [header:Authorization, query:jwt, cookie:jwt]}}
 routes:
   - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [cj]}}
   - {{name: pass, match: {{path_prefix: /pass/}}, upstream: app, auth: [cj], forward_client_credentials: true}}
-"#,
-            up.url()
-        ),
-        &[],
-    )
+"#
+    ))
     .await;
     let t = hs(ALICE_SECRET, &json!({"key": "alice", "exp": now() + 600}));
     let other = hs(ALICE_SECRET, &json!({"key": "alice", "exp": now() + 601}));
@@ -224,7 +222,7 @@ routes:
     assert!(!String::from_utf8_lossy(&a.body).contains(&t));
     assert_eq!(up.requests().len(), before);
 
-    let a = get(&gw.url("/pass/x"), &[("authorization", &bearer(&t))]).await;
+    let a = call(&gw, "/pass/x", &t).await;
     assert_eq!(a.status, 200);
     assert_eq!(up.last().headers["authorization"], bearer(&t).as_str());
     gw.stop().await;
@@ -232,24 +230,12 @@ routes:
 
 #[tokio::test]
 async fn claims_become_headers_overwriting_client_values() {
-    let up = upstream_ok().await;
-    let secret = "issuer-secret-0123456789abcdef0123";
-    let gw = start_keys(
-        &format!(
-            r#"
-upstreams: {{app: {{url: "{}"}}}}
-authenticators:
-  sso:
-    type: jwt
-    secret: "{secret}"
-    claims_to_headers: {{email: X-User-Email, roles: X-User-Roles}}
-routes:
-  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [sso]}}
-  - {{name: gold, match: {{path_prefix: /gold/}}, upstream: app, auth: [sso], allow: {{claims: {{tier: gold}}}}}}
+    let secret = SSO_SECRET;
+    let (up, gw) = sso_gateway(
+        "    claims_to_headers: {email: X-User-Email, roles: X-User-Roles}\n",
+        r#"  - {name: api, match: {path_prefix: /api/}, upstream: app, auth: [sso]}
+  - {name: gold, match: {path_prefix: /gold/}, upstream: app, auth: [sso], allow: {claims: {tier: gold}}}
 "#,
-            up.url()
-        ),
-        &[],
     )
     .await;
     let t = hs(
@@ -291,61 +277,46 @@ routes:
         secret,
         &json!({"sub": "u3", "email": "a\r\nX-Admin: 1", "exp": now() + 600}),
     );
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&evil))]).await;
+    let a = call(&gw, "/api/x", &evil).await;
     assert_problem(&a, 401, "jwt.claim_invalid");
 
     // allow.claims reads the verified claims.
-    let a = get(&gw.url("/gold/x"), &[("authorization", &bearer(&t))]).await;
+    let a = call(&gw, "/gold/x", &t).await;
     assert_problem(&a, 403, "authz.denied");
     let gold = hs(
         secret,
         &json!({"sub": "u4", "tier": "gold", "exp": now() + 600}),
     );
-    let a = get(&gw.url("/gold/x"), &[("authorization", &bearer(&gold))]).await;
+    let a = call(&gw, "/gold/x", &gold).await;
     assert_eq!(a.status, 200);
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn time_issuer_and_audience_rules_name_expected_and_found() {
-    let up = upstream_ok().await;
-    let secret = "issuer-secret-0123456789abcdef0123";
-    let gw = start_keys(
-        &format!(
-            r#"
-upstreams: {{app: {{url: "{}"}}}}
-authenticators:
-  sso:
-    type: jwt
-    secret: "{secret}"
-    issuer: https://idp.test
+    let secret = SSO_SECRET;
+    let settings = format!(
+        r#"    issuer: https://idp.test
     audience: [keyway, other]
     leeway: 5s
     max_lifetime: 1h
   lax: {{type: jwt, secret: "{secret}", require_exp: false}}
-routes:
-  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [sso]}}
-  - {{name: lax, match: {{path_prefix: /lax/}}, upstream: app, auth: [lax]}}
+"#
+    );
+    let (_up, gw) = sso_gateway(
+        &settings,
+        r#"  - {name: api, match: {path_prefix: /api/}, upstream: app, auth: [sso]}
+  - {name: lax, match: {path_prefix: /lax/}, upstream: app, auth: [lax]}
 "#,
-            up.url()
-        ),
-        &[],
     )
     .await;
     let n = now();
     let base = |extra: serde_json::Value| {
-        let mut c = json!({"sub": "u", "iss": "https://idp.test", "aud": "keyway", "iat": n, "exp": n + 600});
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                c.as_object_mut().unwrap().remove(k);
-            } else {
-                c[k] = v.clone();
-            }
-        }
-        hs(secret, &c)
+        let c = json!({"sub": "u", "iss": "https://idp.test", "aud": "keyway", "iat": n, "exp": n + 600});
+        hs(secret, &patched(c, extra))
     };
     let check = async |token: String, reason: &str, needles: &[&str]| {
-        let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&token))]).await;
+        let a = call(&gw, "/api/x", &token).await;
         let p = assert_problem(&a, 401, reason);
         let detail = p["detail"].as_str().unwrap_or("").to_owned();
         for needle in needles {
@@ -355,106 +326,69 @@ routes:
             );
         }
     };
-    let ok = get(
-        &gw.url("/api/x"),
-        &[("authorization", &bearer(&base(json!({}))))],
-    )
-    .await;
-    assert_eq!(ok.status, 200);
+    assert_eq!(call(&gw, "/api/x", &base(json!({}))).await.status, 200);
     // Within the leeway.
-    let a = get(
-        &gw.url("/api/x"),
-        &[(
-            "authorization",
-            &bearer(&base(json!({"exp": n - 2, "iat": n - 60}))),
-        )],
-    )
-    .await;
-    assert_eq!(a.status, 200);
-    check(
-        base(json!({"exp": n - 125, "iat": n - 600})),
-        "jwt.expired",
-        &["expired 2m", "ago, at ", "Z (leeway 5s)"],
-    )
-    .await;
-    check(
-        base(json!({"nbf": n + 120})),
-        "jwt.not_yet_valid",
-        &["not valid before", " from now (leeway 5s)"],
-    )
-    .await;
-    check(
-        base(json!({"iat": n + 600, "exp": n + 900})),
-        "jwt.not_yet_valid",
-        &["issued in the future"],
-    )
-    .await;
-    check(
-        base(json!({"exp": "1879318541"})),
-        "jwt.claim_invalid",
-        &["\"exp\"", "a string"],
-    )
-    .await;
-    check(
-        base(json!({"exp": null})),
-        "jwt.claim_missing",
-        &["no \"exp\""],
-    )
-    .await;
-    check(
-        base(json!({"exp": n + 10 * 365 * 86_400})),
-        "jwt.lifetime_too_long",
-        &["max_lifetime is 1h"],
-    )
-    .await;
-    check(
-        base(json!({"iss": "https://evil.test"})),
-        "jwt.issuer_mismatch",
-        &["\"https://evil.test\"", "expected \"https://idp.test\""],
-    )
-    .await;
-    check(
-        base(json!({"iss": null})),
-        "jwt.issuer_mismatch",
-        &["no \"iss\""],
-    )
-    .await;
-    check(
-        base(json!({"aud": ["billing", "crm"]})),
-        "jwt.audience_mismatch",
-        &["\"billing\"", "\"keyway\", \"other\""],
-    )
-    .await;
-    check(
-        base(json!({"aud": null})),
-        "jwt.audience_mismatch",
-        &["no \"aud\""],
-    )
-    .await;
-    check(
-        base(json!({"sub": null})),
-        "jwt.claim_missing",
-        &["no \"sub\" claim"],
-    )
-    .await;
+    let within = base(json!({"exp": n - 2, "iat": n - 60}));
+    assert_eq!(call(&gw, "/api/x", &within).await.status, 200);
+    let refused: [(serde_json::Value, &str, &[&str]); 11] = [
+        (
+            json!({"exp": n - 125, "iat": n - 600}),
+            "jwt.expired",
+            &["expired 2m", "ago, at ", "Z (leeway 5s)"],
+        ),
+        (
+            json!({"nbf": n + 120}),
+            "jwt.not_yet_valid",
+            &["not valid before", " from now (leeway 5s)"],
+        ),
+        (
+            json!({"iat": n + 600, "exp": n + 900}),
+            "jwt.not_yet_valid",
+            &["issued in the future"],
+        ),
+        (
+            json!({"exp": "1879318541"}),
+            "jwt.claim_invalid",
+            &["\"exp\"", "a string"],
+        ),
+        (json!({"exp": null}), "jwt.claim_missing", &["no \"exp\""]),
+        (
+            json!({"exp": n + 10 * 365 * 86_400}),
+            "jwt.lifetime_too_long",
+            &["max_lifetime is 1h"],
+        ),
+        (
+            json!({"iss": "https://evil.test"}),
+            "jwt.issuer_mismatch",
+            &["\"https://evil.test\"", "expected \"https://idp.test\""],
+        ),
+        (json!({"iss": null}), "jwt.issuer_mismatch", &["no \"iss\""]),
+        (
+            json!({"aud": ["billing", "crm"]}),
+            "jwt.audience_mismatch",
+            &["\"billing\"", "\"keyway\", \"other\""],
+        ),
+        (
+            json!({"aud": null}),
+            "jwt.audience_mismatch",
+            &["no \"aud\""],
+        ),
+        (
+            json!({"sub": null}),
+            "jwt.claim_missing",
+            &["no \"sub\" claim"],
+        ),
+    ];
+    for (extra, reason, needles) in refused {
+        check(base(extra), reason, needles).await;
+    }
     // An array audience with one match passes.
-    let a = get(
-        &gw.url("/api/x"),
-        &[(
-            "authorization",
-            &bearer(&base(json!({"aud": ["crm", "other"]}))),
-        )],
-    )
-    .await;
-    assert_eq!(a.status, 200);
+    let one_of = base(json!({"aud": ["crm", "other"]}));
+    assert_eq!(call(&gw, "/api/x", &one_of).await.status, 200);
 
     // require_exp: false accepts a token without exp.
-    let a = get(
-        &gw.url("/lax/x"),
-        &[("authorization", &bearer(&hs(secret, &json!({"sub": "u"}))))],
-    )
-    .await;
-    assert_eq!(a.status, 200);
+    let no_exp = hs(secret, &json!({"sub": "u"}));
+    assert_eq!(call(&gw, "/lax/x", &no_exp).await.status, 200);
     gw.stop().await;
 }
 
@@ -478,7 +412,7 @@ routes:
     let gw = start_keys(&config(ALICE_SECRET), &[]).await;
     // Expires within two seconds: the first use verifies and caches it.
     let short = hs(ALICE_SECRET, &json!({"key": "alice", "exp": now() + 2}));
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&short))]).await;
+    let a = call(&gw, "/api/x", &short).await;
     assert_eq!(a.status, 200);
     let url = gw.url("/api/x");
     let expired = wait_until(Duration::from_secs(10), || async {
@@ -489,7 +423,7 @@ routes:
     assert!(expired, "a cached token must stop working when it expires");
 
     let t = hs(ALICE_SECRET, &json!({"key": "alice", "exp": now() + 600}));
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&t))]).await;
+    let a = call(&gw, "/api/x", &t).await;
     assert_eq!(a.status, 200);
     std::fs::write(
         &gw.config_path,
@@ -497,19 +431,15 @@ routes:
     )
     .unwrap();
     gw.app.reload().expect("reload");
-    let a = get(&gw.url("/api/x"), &[("authorization", &bearer(&t))]).await;
+    let a = call(&gw, "/api/x", &t).await;
     assert_problem(&a, 401, "jwt.signature_invalid");
     gw.stop().await;
 }
 
 #[tokio::test]
 async fn every_algorithm_family_through_the_gateway() {
-    let up = upstream_ok().await;
-    let gw = start_keys(
-        &format!(
-            r#"
-upstreams: {{app: {{url: "{}"}}}}
-consumers:
+    let (up, gw) = gateway(&format!(
+        r#"consumers:
   - {{name: hs, jwt: {{key: hs, base64_secret: "{}", algorithm: HS512}}}}
   - {{name: rs, jwt: {{key: rs, public_key_file: rsa.pub.pem, algorithm: RS384}}}}
   - {{name: ps, jwt: {{key: ps, public_key_file: rsa.pub.pem, algorithm: PS256}}}}
@@ -520,11 +450,8 @@ authenticators:
 routes:
   - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [cj]}}
 "#,
-            up.url(),
-            b64_std(&[7u8; 64])
-        ),
-        &[],
-    )
+        b64_std(&[7u8; 64])
+    ))
     .await;
     let claims = |k: &str| json!({"key": k, "exp": now() + 600});
     let cases = [
@@ -570,7 +497,7 @@ routes:
         ),
     ];
     for (who, token) in &cases {
-        let a = get(&gw.url("/api/x"), &[("authorization", &bearer(token))]).await;
+        let a = call(&gw, "/api/x", token).await;
         assert_eq!(
             a.status,
             200,

@@ -191,6 +191,26 @@ routes:
     )
     .await;
     assert_eq!(a.status, 200);
+    // A PEM key has no kid, so a token's kid cannot name it and is ignored (issuers set one
+    // whatever the verifier holds); in a set whose keys have kids, an unknown kid is refused.
+    let es_kid = mint(
+        Algorithm::ES256,
+        &ec_key("ec.key.pem"),
+        Some("issuer-kid-7"),
+        &claims,
+    );
+    let a = get(
+        &gw.url("/pem/x"),
+        &[("authorization", &format!("Bearer {es_kid}"))],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let a = get(
+        &gw.url("/set/x"),
+        &[("authorization", &format!("Bearer {es_kid}"))],
+    )
+    .await;
+    assert_problem(&a, 401, "jwt.key_unknown");
     // The EC key verifies ES256 only.
     let rs = mint(Algorithm::RS256, &rsa_key("rsa.key.pem"), None, &claims);
     let a = get(

@@ -50,6 +50,20 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// `base` (a JSON object) with `changes` applied: each member set, or removed where its value is
+/// null.
+pub fn patched(mut base: Value, changes: Value) -> Value {
+    let object = base.as_object_mut().expect("an object");
+    for (k, v) in changes.as_object().expect("an object") {
+        if v.is_null() {
+            object.remove(k);
+        } else {
+            object.insert(k.clone(), v.clone());
+        }
+    }
+    base
+}
+
 /// A signed token with an optional `kid`.
 pub fn mint(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(alg);

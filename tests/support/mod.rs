@@ -79,6 +79,39 @@ pub async fn start_with_files(yaml: &str, files: &[(&str, &[u8])]) -> Gateway {
     }
 }
 
+/// A config with the top-level settings `extra`, one upstream `app` at `url`, and the YAML
+/// list `routes`.
+pub fn app_config(url: &str, extra: &str, routes: &str) -> String {
+    format!("\n{extra}\nupstreams:\n  app: {{url: \"{url}\"}}\nroutes:\n{routes}")
+}
+
+/// `app_config` with one public route `all` for every path.
+pub fn public_config(url: &str, extra: &str) -> String {
+    app_config(
+        url,
+        extra,
+        "  - {name: all, match: {path_prefix: /}, upstream: app, auth: []}\n",
+    )
+}
+
+/// The F1 setup: consumer `consumer` (group `users`) holding the API key hashed as `hash`, which
+/// the authenticator `desk-token` reads from `api_access_token` on the route `api` (`/api/`).
+pub fn desk_config(url: &str, consumer: &str, hash: &str) -> String {
+    let extra = format!(
+        r#"consumers:
+  - name: {consumer}
+    groups: [users]
+    api_keys: ["{hash}"]
+authenticators:
+  desk-token: {{type: api_key, header: api_access_token}}"#
+    );
+    app_config(
+        url,
+        &extra,
+        "  - {name: api, match: {path_prefix: /api/}, upstream: app, auth: [desk-token]}\n",
+    )
+}
+
 /// What an upstream received.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -126,47 +159,28 @@ pub async fn upstream<F>(answer: F) -> Upstream
 where
     F: Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let answer = Arc::new(answer);
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let answer = answer.clone();
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let answer = answer.clone();
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
-                        let seen = Seen {
-                            method: parts.method,
-                            uri: parts.uri.to_string(),
-                            headers: parts.headers,
-                            body,
-                        };
-                        let response = answer(&seen);
-                        log.lock().unwrap().push(seen);
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Upstream { addr, seen }
+    upstream_async(move |seen| {
+        let response =
+            answer(&seen).map(|body| body.map_err(|never: Infallible| match never {}).boxed());
+        async move { response }
+    })
+    .await
+}
+
+/// What an upstream saw of `req`, its body read in full.
+async fn record(req: Request<Incoming>) -> Seen {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Seen {
+        method: parts.method,
+        uri: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// A plain response as a test sees it.
@@ -324,18 +338,7 @@ where
         let log = log.clone();
         let answer = answer.clone();
         async move {
-            let (parts, body) = req.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let seen = Seen {
-                method: parts.method,
-                uri: parts.uri.to_string(),
-                headers: parts.headers,
-                body,
-            };
+            let seen = record(req).await;
             log.lock().unwrap().push(seen.clone());
             answer(seen).await
         }
@@ -462,6 +465,21 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], bound: Duration) -> 
     .await
     .is_ok();
     RawAnswer { bytes, closed }
+}
+
+/// Reads from `stream` until the end of a request head (a blank line); false if the peer
+/// closed or failed first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// A raw request answered by `raw_exchange` within 5 s.

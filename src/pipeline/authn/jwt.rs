@@ -17,13 +17,15 @@ mod jwks;
 pub mod keys;
 pub mod token;
 
+/// Config → `JwtAuth`.
+pub use self::compile::compile;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
-use serde_saphyr::Location;
 
 use self::cache::{Cache, Entry};
 use self::claims::{ClaimError, TimeRules, Times};
@@ -32,8 +34,6 @@ use self::keys::{VerifyKey, alg_name};
 use self::token::{Parsed, show};
 use super::Identity;
 use super::source::Source;
-use crate::config::compile::{ConsumerEntry, Diagnostics};
-use crate::config::file::AuthenticatorFile;
 use crate::config::runtime::Consumer;
 use crate::pipeline::refusal::Refusal;
 use crate::reason::Reason;
@@ -78,17 +78,6 @@ struct ConsumerKey {
 }
 
 impl JwtAuth {
-    pub fn compile(
-        name: &Arc<str>,
-        file: &AuthenticatorFile,
-        at: &Location,
-        path: &str,
-        consumers: &[ConsumerEntry<'_>],
-        d: &mut Diagnostics,
-    ) -> Option<JwtAuth> {
-        compile::compile(name, file, at, path, consumers, d)
-    }
-
     pub fn name(&self) -> &Arc<str> {
         &self.name
     }
@@ -481,13 +470,16 @@ impl Miss {
 
 /// The keys that may verify this token: the one its `kid` names, or without a `kid` every key
 /// bound to its `alg`. A key bound to another algorithm is never tried (no HS/RS confusion).
+/// When no configured key has a `kid` (a `secret`, PEM files), the token's `kid` cannot name
+/// one, so it is ignored: issuers commonly set a `kid` whatever the verifier holds.
 fn select<'k>(
     keys: &'k [VerifyKey],
     parsed: &Parsed<'_>,
     origin: &str,
 ) -> Result<Vec<&'k VerifyKey>, Miss> {
     let alg = parsed.alg;
-    if let Some(kid) = &parsed.kid {
+    let keys_have_kids = keys.iter().any(|k| k.kid.is_some());
+    if let Some(kid) = parsed.kid.as_ref().filter(|_| keys_have_kids) {
         let named: Vec<&VerifyKey> = keys
             .iter()
             .filter(|k| k.kid.as_ref() == Some(kid))
@@ -499,11 +491,7 @@ fn select<'k>(
                 .take(10)
                 .map(show)
                 .collect();
-            let known = if known.is_empty() {
-                "none of its keys has a kid".to_owned()
-            } else {
-                format!("its kids are {}", known.join(", "))
-            };
+            let known = format!("its kids are {}", known.join(", "));
             return Err(Miss::UnknownKid(
                 Refusal::new(
                     Reason::JwtKeyUnknown,

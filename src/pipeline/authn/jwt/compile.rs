@@ -369,12 +369,13 @@ fn compile_issuer_keys(
             origin: format!("the keys of keys_file {}", kf.0),
         });
     }
+    // The URL is never echoed: its query or user info may carry a credential.
     let url_text = file.jwks_url.as_ref()?;
     let p = format!("{path}.jwks_url");
     let uri = match url_text.0.parse::<http::Uri>() {
         Ok(u) => u,
         Err(_) => {
-            d.error(Some(at), p, format!("{:?} is not a URL", url_text.0));
+            d.error(Some(at), p, "jwks_url is not a URL");
             return None;
         }
     };
@@ -389,11 +390,7 @@ fn compile_issuer_keys(
             return None;
         }
         _ => {
-            d.error(
-                Some(at),
-                p,
-                format!("{:?} needs http:// and a host", url_text.0),
-            );
+            d.error(Some(at), p, "jwks_url needs http:// and a host");
             return None;
         }
     }

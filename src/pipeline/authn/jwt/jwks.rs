@@ -276,7 +276,14 @@ async fn refresher(weak: Weak<Jwks>) {
         };
         let ok = {
             let mut state = jwks.fetch.lock().await;
-            jwks.fetch_locked(&mut state).await
+            // A request may have fetched the set while this task slept (at start-up, or for an
+            // unknown kid): a good fetch in the last half-interval (at least 1 s) counts as this
+            // refresh, so start-up does not fetch twice.
+            let recent = delay.max(Duration::from_secs(2)) / 2;
+            let fresh = jwks.current().is_some()
+                && jwks.last_error().is_none()
+                && state.last_attempt.is_some_and(|t| t.elapsed() < recent);
+            fresh || jwks.fetch_locked(&mut state).await
         };
         if ok {
             delay = jwks.refresh;

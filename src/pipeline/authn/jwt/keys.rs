@@ -274,6 +274,14 @@ pub fn bind(alg: Algorithm, key: &PublicKey) -> Result<(), String> {
     Ok(())
 }
 
+/// JWK members that hold private key material (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2). `k`, the
+/// `oct` secret, has its own refusal below.
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
+/// Skipped-key notes kept per JWKS: a hostile or broken document of 1 MiB could otherwise
+/// yield megabytes of notes, logged and repeated in every `jwt.keys_unavailable` detail.
+const MAX_SKIPPED_NOTES: usize = 10;
+
 /// Where a JWKS came from, for messages.
 pub struct JwksKeys {
     pub keys: Vec<VerifyKey>,
@@ -306,8 +314,14 @@ pub fn parse_jwks(
                 key.kid = kid;
                 keys.push(key);
             }
+            Err(_) if skipped.len() > MAX_SKIPPED_NOTES => {}
             Err(why) => skipped.push(format!("{label}: {why}")),
         }
+    }
+    if skipped.len() > MAX_SKIPPED_NOTES {
+        let more = list.len() - keys.len() - MAX_SKIPPED_NOTES;
+        skipped.truncate(MAX_SKIPPED_NOTES);
+        skipped.push(format!("{more} more keys skipped"));
     }
     if keys.is_empty() {
         let mut msg = "the JWKS has no usable signing key".to_owned();
@@ -329,6 +343,13 @@ fn jwk_key(
         && u != "sig"
     {
         return Err(format!("use is {}, not sig", token::show(u)));
+    }
+    // A private key served at a URL is public: anyone who fetched it can sign tokens (as for
+    // `oct`). Only the member's name is reported, never its value.
+    if !allow_oct && let Some(m) = PRIVATE_MEMBERS.iter().find(|m| item.get(**m).is_some()) {
+        return Err(format!(
+            "a private key published at a URL is not accepted (it has member \"{m}\")"
+        ));
     }
     let kty = field("kty").ok_or("no kty")?;
     let b64 = |name: &str| -> Result<Vec<u8>, String> {
@@ -433,4 +454,46 @@ fn jwk_key(
         key,
         rsa_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsa_jwk(private: bool) -> Value {
+        let pem = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/keys/rsa.key.pem"),
+        )
+        .unwrap();
+        let enc = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let mut v =
+            serde_json::to_value(Jwk::from_encoding_key(&enc, Algorithm::RS256).unwrap()).unwrap();
+        if private {
+            v["d"] = Value::from("cHJpdmF0ZS1leHBvbmVudA");
+        }
+        v
+    }
+
+    #[test]
+    fn private_keys_at_a_url_are_skipped_without_their_value() {
+        let doc = serde_json::json!({"keys": [rsa_jwk(true), rsa_jwk(false)]}).to_string();
+        let remote = parse_jwks(doc.as_bytes(), None, false).unwrap();
+        assert_eq!(remote.keys.len(), 1);
+        assert_eq!(remote.skipped.len(), 1, "{:?}", remote.skipped);
+        assert!(remote.skipped[0].contains("\"d\""), "{:?}", remote.skipped);
+        assert!(!remote.skipped[0].contains("cHJpdmF0ZS1leHBvbmVudA"));
+        // A local file is the operator's own: its public half is used.
+        let local = parse_jwks(doc.as_bytes(), None, true).unwrap();
+        assert_eq!(local.keys.len(), 2);
+    }
+
+    #[test]
+    fn skipped_notes_are_bounded() {
+        let doc = format!("{{\"keys\":[{}]}}", vec!["{}"; 50_000].join(","));
+        let e = parse_jwks(doc.as_bytes(), None, false)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.len() < 2_000, "{} bytes", e.len());
+        assert!(e.contains("49990 more keys skipped"), "{e}");
+    }
 }

@@ -156,6 +156,8 @@ authenticators:
   cj: {type: jwt}
   both: {type: jwt, secret: "0123456789abcdef0123456789abcdef", jwks_url: "http://127.0.0.1:1/jwks"}
   tls: {type: jwt, jwks_url: "https://idp.example/jwks"}
+  ftp: {type: jwt, jwks_url: "ftp://svc:hunter2@idp.example/jwks?token=t0psecret"}
+  bad: {type: jwt, jwks_url: "http://idp example/jwks?token=t0psecret"}
   hdr: {type: jwt, secret: "0123456789abcdef0123456789abcdef", claims_to_headers: {sub: X-Keyway-Subject}}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: app, auth: [cj]}
@@ -179,9 +181,16 @@ routes:
         "consumers[5].jwt.algorithm algorithm none is never allowed",
         "authenticators.both.jwks_url set one of secret, keys_file or jwks_url",
         "authenticators.tls.jwks_url https",
+        "authenticators.ftp.jwks_url jwks_url needs http://",
+        "authenticators.bad.jwks_url jwks_url is not a URL",
         "authenticators.hdr.claims_to_headers.sub",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in\n{all}");
     }
     assert!(errors.iter().all(|e| e.line > 0), "{all}");
+    // A jwks_url may carry a credential in its user info or query: never echoed.
+    assert!(
+        !all.contains("hunter2") && !all.contains("t0psecret"),
+        "{all}"
+    );
 }

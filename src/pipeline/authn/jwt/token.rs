@@ -25,8 +25,8 @@ use crate::reason::Reason;
 /// Tokens longer than this are refused before decoding (research §6 row 23).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// A token that passed every structural check; its signature is not verified yet.
-#[derive(Debug)]
+/// A token that passed every structural check; its signature is not verified yet. `Debug`
+/// leaves out `signing_input` and `signature_b64`: they are the token itself.
 pub struct Parsed<'t> {
     pub alg: Algorithm,
     pub kid: Option<String>,
@@ -37,6 +37,17 @@ pub struct Parsed<'t> {
     pub signature_b64: &'t str,
     /// Decoded signature length (checked against the algorithm before verifying).
     pub signature_len: usize,
+}
+
+impl fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parsed")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("signature_len", &self.signature_len)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a token failed structurally: a reason code and a sentence for the refusal.
@@ -399,60 +410,66 @@ mod tests {
     #[test]
     fn refusals_have_precise_reasons() {
         use Reason::*;
-        assert_eq!(
-            reason(&tok(r#"{"alg":"none"}"#, "{}", "AAAA")),
-            JwtAlgNotAllowed
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"nOnE"}"#, "{}", "")),
-            JwtAlgNotAllowed
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"hs256"}"#, "{}", "AAAA")),
-            JwtAlgNotAllowed
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256"}"#, "{}", "")),
-            JwtSignatureInvalid
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256","crit":["x"],"x":1}"#, "{}", "AAAA")),
-            JwtCritUnsupported
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"RS256","jku":"http://x"}"#, "{}", "AAAA")),
-            JwtEmbeddedKey
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256","alg":"none"}"#, "{}", "AAAA")),
-            JwtMalformed
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256"}"#, r#"{"a":{"b":1,"b":2}}"#, "AAAA")),
-            JwtMalformed
-        );
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let cases = [
+            (r#"{"alg":"none"}"#, "{}", "AAAA", JwtAlgNotAllowed),
+            (r#"{"alg":"nOnE"}"#, "{}", "", JwtAlgNotAllowed),
+            (r#"{"alg":"hs256"}"#, "{}", "AAAA", JwtAlgNotAllowed),
+            (r#"{"alg":"HS256"}"#, "{}", "", JwtSignatureInvalid),
+            (
+                r#"{"alg":"HS256","crit":["x"],"x":1}"#,
+                "{}",
+                "AAAA",
+                JwtCritUnsupported,
+            ),
+            (
+                r#"{"alg":"RS256","jku":"http://x"}"#,
+                "{}",
+                "AAAA",
+                JwtEmbeddedKey,
+            ),
+            (
+                r#"{"alg":"HS256","alg":"none"}"#,
+                "{}",
+                "AAAA",
+                JwtMalformed,
+            ),
+            (
+                r#"{"alg":"HS256"}"#,
+                r#"{"a":{"b":1,"b":2}}"#,
+                "AAAA",
+                JwtMalformed,
+            ),
+            // "AB" decodes with non-zero trailing bits: not canonical.
+            (r#"{"alg":"HS256"}"#, "{}", "AB", JwtMalformed),
+            (r#"{"alg":"HS256","kid":7}"#, "{}", "AAAA", JwtMalformed),
+            (r#"{"alg":"HS256"}"#, "[1]", "AAAA", JwtMalformed),
+            (r#"{"alg":"HS256"}"#, &deep, "AAAA", JwtMalformed),
+        ];
+        for (h, p, s, want) in cases {
+            assert_eq!(reason(&tok(h, p, s)), want, "{h} {p:.40} {s}");
+        }
         assert_eq!(reason("a.b"), JwtMalformed);
         assert_eq!(reason("a.b.c.d.e"), JwtMalformed);
         assert_eq!(
             reason(&format!("{}=", tok(r#"{"alg":"HS256"}"#, "{}", "AAAA"))),
             JwtMalformed
         );
-        // "AB" decodes with non-zero trailing bits: not canonical.
-        assert_eq!(reason(&tok(r#"{"alg":"HS256"}"#, "{}", "AB")), JwtMalformed);
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256","kid":7}"#, "{}", "AAAA")),
-            JwtMalformed
-        );
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256"}"#, "[1]", "AAAA")),
-            JwtMalformed
-        );
-        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-        assert_eq!(
-            reason(&tok(r#"{"alg":"HS256"}"#, &deep, "AAAA")),
-            JwtMalformed
-        );
         assert_eq!(reason(&"a".repeat(MAX_TOKEN_BYTES + 1)), JwtMalformed);
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let t = tok(
+            r#"{"alg":"HS256","kid":"k1"}"#,
+            r#"{"sub":"a"}"#,
+            "c2VjcmV0c2lnbmF0dXJl",
+        );
+        let shown = format!("{:?}", parse(&t).unwrap());
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        assert!(!shown.contains(sig), "{shown}");
+        assert!(!shown.contains(input), "{shown}");
+        assert!(shown.contains("HS256") && shown.contains("k1"), "{shown}");
     }
 
     #[test]
