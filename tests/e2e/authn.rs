@@ -182,10 +182,21 @@ async fn the_first_authenticator_that_finds_a_credential_decides() {
     assert_eq!(seen.headers["x-keyway-consumer"], "ops");
     assert!(!seen.headers.contains_key("x-second-key"));
 
-    // Both present and valid: first decides; only its credential is consumed.
+    // Both present and valid but different: second's key would be ignored and forwarded, so
+    // the request is refused as ambiguous; nothing reaches the upstream.
+    let before = up.requests().len();
     let answer = get(
         &gw.url("/chain/x"),
         &[("x-first-key", ALICE), ("x-second-key", OPS)],
+    )
+    .await;
+    assert_problem(&answer, 401, "credentials.conflicting");
+    assert_eq!(up.requests().len(), before);
+
+    // The same key for both: first decides, and the key is consumed from both places.
+    let answer = get(
+        &gw.url("/chain/x"),
+        &[("x-first-key", ALICE), ("x-second-key", ALICE)],
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -193,6 +204,7 @@ async fn the_first_authenticator_that_finds_a_credential_decides() {
     assert_eq!(seen.headers["x-keyway-authenticator"], "first");
     assert_eq!(seen.headers["x-keyway-consumer"], "alice");
     assert!(!seen.headers.contains_key("x-first-key"));
+    assert!(!seen.headers.contains_key("x-second-key"));
     gw.stop().await;
 }
 

@@ -105,25 +105,13 @@ pub async fn authenticate(
         trace.step(Stage::Authn, "public route: no authentication");
         return Ok(None);
     }
-    for auth in &route.auth {
-        let (credential, sources) = match lookup(auth.sources(), parts) {
+    for (i, auth) in route.auth.iter().enumerate() {
+        let (credential, mut sources) = match lookup(auth.sources(), parts) {
             Lookup::None => {
                 trace.step(Stage::Authn, format!("{}: no credential", auth.name()));
                 continue;
             }
-            Lookup::Conflict(a, b) => {
-                trace.step(
-                    Stage::Authn,
-                    format!("{}: conflicting credentials", auth.name()),
-                );
-                return Err(Refusal::new(
-                    Reason::CredentialsConflicting,
-                    format!("The request carries different credentials in {a} and in {b}."),
-                )
-                .hint("Send one credential, in one place.")
-                .by(auth.name())
-                .token_presented());
-            }
+            Lookup::Conflict(a, b) => return Err(conflicting(auth, &a, &b, trace)),
             Lookup::Found {
                 credential,
                 sources,
@@ -139,6 +127,28 @@ pub async fn authenticate(
                 return Err(refusal.by(auth.name()).token_presented());
             }
         };
+        // A different credential for a later authenticator would be ignored and then forwarded
+        // upstream: refuse the ambiguity. (A failed verification above keeps its own reason.)
+        // The same value twice is fine, and is consumed from every place it was sent.
+        for later in &route.auth[i + 1..] {
+            match lookup(later.sources(), parts) {
+                Lookup::None => {}
+                Lookup::Conflict(a, b) => return Err(conflicting(later, &a, &b, trace)),
+                Lookup::Found {
+                    credential: other,
+                    sources: where_found,
+                } => {
+                    if other.expose() != credential.expose() {
+                        return Err(conflicting(auth, &sources[0], &where_found[0], trace));
+                    }
+                    for source in where_found {
+                        if !sources.contains(&source) {
+                            sources.push(source);
+                        }
+                    }
+                }
+            }
+        }
         trace.step(
             Stage::Authn,
             format!(
@@ -158,6 +168,20 @@ pub async fn authenticate(
         return Ok(Some(identity));
     }
     Err(missing(route, trace))
+}
+
+fn conflicting(auth: &Authenticator, a: &Source, b: &Source, trace: &mut Trace) -> Refusal {
+    trace.step(
+        Stage::Authn,
+        format!("{}: conflicting credentials", auth.name()),
+    );
+    Refusal::new(
+        Reason::CredentialsConflicting,
+        format!("The request carries different credentials in {a} and in {b}."),
+    )
+    .hint("Send one credential, in one place.")
+    .by(auth.name())
+    .token_presented()
 }
 
 /// `credentials.missing`, naming every place searched and any header the policy removed.
