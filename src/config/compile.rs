@@ -813,7 +813,12 @@ fn compile_header_policy(
         .values()
         .flat_map(|u| u.inject.iter().map(|(n, _)| n.as_str().to_owned()))
         .collect();
-    guarded.extend(authenticators.values().flat_map(|a| a.header_names()));
+    let claim_headers: Vec<HeaderName> = authenticators
+        .values()
+        .flat_map(|a| a.header_names())
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    guarded.extend(claim_headers.iter().map(|n| n.as_str().to_owned()));
     let guarded = guarded.iter().map(|n| fold(n).into_owned()).collect();
     HeaderPolicy {
         underscores: file.headers.underscores,
@@ -824,6 +829,7 @@ fn compile_header_policy(
             .map(|t| t.0.to_ascii_lowercase())
             .collect(),
         guarded,
+        claim_headers,
         max_header_bytes: file.headers.max_request_header_bytes.unwrap_or(65536),
         max_headers: file.headers.max_request_headers.unwrap_or(100),
     }

@@ -37,6 +37,9 @@ pub struct HeaderPolicy {
     pub allow: HashSet<String>,
     /// Folded names keyway sets on upstream requests (`inject`, `claims_to_headers`).
     pub guarded: HashSet<String>,
+    /// `claims_to_headers` names: identity headers only keyway may set, so a client-sent copy
+    /// is removed on every route, not only on those whose authenticator sets it.
+    pub claim_headers: Vec<HeaderName>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
 }
@@ -119,7 +122,7 @@ impl HeaderPolicy {
         if headers.keys().any(|k| k.as_str().contains('_')) {
             self.underscore_names(headers, trace)?;
         }
-        remove_identity_headers(headers, trace);
+        remove_identity_headers(headers, &self.claim_headers, trace);
         remove_hop_by_hop(headers, upgrade, trace);
         Ok(())
     }
@@ -200,10 +203,16 @@ impl HeaderPolicy {
     }
 }
 
-fn remove_identity_headers(headers: &mut HeaderMap, trace: &mut Trace) {
+fn remove_identity_headers(
+    headers: &mut HeaderMap,
+    claim_headers: &[HeaderName],
+    trace: &mut Trace,
+) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| IDENTITY_PREFIXES.iter().any(|p| k.as_str().starts_with(p)))
+        .filter(|k| {
+            IDENTITY_PREFIXES.iter().any(|p| k.as_str().starts_with(p)) || claim_headers.contains(k)
+        })
         .cloned()
         .collect();
     for name in spoofed {
@@ -326,6 +335,7 @@ mod tests {
             underscores,
             allow: HashSet::from(["api_access_token".to_owned()]),
             guarded: HashSet::from(["x-user-email".to_owned()]),
+            claim_headers: vec![HeaderName::from_static("x-user-email")],
             max_header_bytes: 65536,
             max_headers: 100,
         }
@@ -395,6 +405,17 @@ mod tests {
             .sanitize(&mut h, false, &mut trace())
             .unwrap_err();
         assert_eq!(err.reason, Reason::HeaderUnderscore);
+    }
+
+    #[test]
+    fn client_copies_of_claim_headers_are_removed() {
+        let mut h = headers(&[("x-user-email", "spoofed@example.com"), ("accept", "*/*")]);
+        let mut t = trace();
+        policy(UnderscorePolicy::Pass)
+            .sanitize(&mut h, false, &mut t)
+            .unwrap();
+        assert!(!h.contains_key("x-user-email"));
+        assert_eq!(t.removals[0].cause, RemovalCause::IdentitySpoof);
     }
 
     #[test]
