@@ -72,26 +72,34 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
     let tls = file
         .tls
         .as_ref()
-        .and_then(|t| compile_tls(&t.cert.0, &t.key.0, &mut d));
-    let workers = match &file.workers {
-        None => None,
-        Some(Workers::Count(0)) => {
-            d.error(None, "workers", "workers must be at least 1, or auto");
+        .and_then(|t| compile_tls(&t.value.cert.0, &t.value.key.0, &t.referenced, &mut d));
+    let workers = file.workers.as_ref().and_then(|w| match &w.value {
+        Workers::Count(0) => {
+            d.error(
+                Some(&w.referenced),
+                "workers",
+                "workers must be at least 1, or auto",
+            );
             None
         }
-        Some(Workers::Count(n)) => Some(*n),
-        Some(Workers::Auto(t)) if t.0 == "auto" => None,
-        Some(Workers::Auto(t)) => {
+        Workers::Count(n) => Some(*n),
+        Workers::Auto(t) if t.0 == "auto" => None,
+        Workers::Auto(t) => {
             d.error(
-                None,
+                Some(&w.referenced),
                 "workers",
                 format!("workers must be a number or auto, not {:?}", t.0),
             );
             None
         }
-    };
+    });
     let admin = file.admin.as_ref().and_then(|a| {
-        let listen = parse_addr(&a.listen.0, "admin.listen", &mut d)?;
+        let listen = parse_addr(
+            &a.listen.value.0,
+            Some(&a.listen.referenced),
+            "admin.listen",
+            &mut d,
+        )?;
         let token = a
             .token
             .as_ref()
@@ -139,12 +147,17 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
     })
 }
 
-fn parse_addr(text: &str, path: &str, d: &mut Diagnostics) -> Option<SocketAddr> {
+fn parse_addr(
+    text: &str,
+    at: Option<&Location>,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Option<SocketAddr> {
     match text.parse() {
         Ok(a) => Some(a),
         Err(_) => {
             d.error(
-                None,
+                at,
                 path,
                 format!("{text:?} is not an address like 127.0.0.1:8080 or [::1]:8080"),
             );
@@ -154,18 +167,31 @@ fn parse_addr(text: &str, path: &str, d: &mut Diagnostics) -> Option<SocketAddr>
 }
 
 fn compile_listen(file: &FileConfig, d: &mut Diagnostics) -> Vec<SocketAddr> {
-    let texts: Vec<String> = match &file.listen {
-        None => vec![DEFAULT_LISTEN.to_owned()],
-        Some(l) => l.clone().into_vec().into_iter().map(|t| t.0).collect(),
+    let (texts, at): (Vec<String>, Option<&Location>) = match &file.listen {
+        None => (vec![DEFAULT_LISTEN.to_owned()], None),
+        Some(l) => (
+            l.value
+                .clone()
+                .into_vec()
+                .into_iter()
+                .map(|t| t.0)
+                .collect(),
+            Some(&l.referenced),
+        ),
     };
     texts
         .iter()
         .enumerate()
-        .filter_map(|(i, t)| parse_addr(t, &format!("listen[{i}]"), d))
+        .filter_map(|(i, t)| parse_addr(t, at, &format!("listen[{i}]"), d))
         .collect()
 }
 
-fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls::ServerConfig>> {
+fn compile_tls(
+    cert: &str,
+    key: &str,
+    at: &Location,
+    d: &mut Diagnostics,
+) -> Option<Arc<rustls::ServerConfig>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let cert_path = super::interpolate::resolve_path(cert);
@@ -176,7 +202,7 @@ fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls:
         Ok(c) if !c.is_empty() => c,
         Ok(_) => {
             d.error(
-                None,
+                Some(at),
                 "tls.cert",
                 format!("{} holds no certificate", cert_path.display()),
             );
@@ -184,7 +210,7 @@ fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls:
         }
         Err(e) => {
             d.error(
-                None,
+                Some(at),
                 "tls.cert",
                 format!("cannot read {}: {e}", cert_path.display()),
             );
@@ -195,7 +221,7 @@ fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls:
         Ok(k) => k,
         Err(e) => {
             d.error(
-                None,
+                Some(at),
                 "tls.key",
                 format!("cannot read {}: {e}", key_path.display()),
             );
@@ -217,20 +243,22 @@ fn compile_tls(cert: &str, key: &str, d: &mut Diagnostics) -> Option<Arc<rustls:
             Some(Arc::new(c))
         }
         Err(e) => {
-            d.error(None, "tls", format!("TLS setup failed: {e}"));
+            d.error(Some(at), "tls", format!("TLS setup failed: {e}"));
             None
         }
     }
 }
 
 fn compile_trusted(file: &FileConfig, d: &mut Diagnostics) -> Vec<IpNet> {
-    let Some(list) = &file.trusted_proxies else {
+    let Some(spanned) = &file.trusted_proxies else {
         return ["127.0.0.1/32", "::1/128"]
             .iter()
             .filter_map(|s| s.parse().ok())
             .collect();
     };
-    list.iter()
+    spanned
+        .value
+        .iter()
         .enumerate()
         .filter_map(|(i, t)| {
             let text = t.0.as_str();
@@ -241,7 +269,7 @@ fn compile_trusted(file: &FileConfig, d: &mut Diagnostics) -> Vec<IpNet> {
                 Ok(net) => Some(net),
                 Err(_) => {
                     d.error(
-                        None,
+                        Some(&spanned.referenced),
                         format!("trusted_proxies[{i}]"),
                         format!("{text:?} is not an IP address or CIDR range"),
                     );

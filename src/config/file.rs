@@ -13,15 +13,19 @@ use super::types::{Dur, OneOrMany, SecretText, Text};
 #[schemars(title = "keyway configuration")]
 pub struct FileConfig {
     /// Address or list of addresses to serve on.
-    pub listen: Option<OneOrMany<Text>>,
-    pub tls: Option<TlsFile>,
+    #[schemars(with = "Option<OneOrMany<Text>>")]
+    pub listen: Option<Spanned<OneOrMany<Text>>>,
+    #[schemars(with = "Option<TlsFile>")]
+    pub tls: Option<Spanned<TlsFile>>,
     /// `auto` (one per core) or a number of runtime worker threads.
-    pub workers: Option<Workers>,
+    #[schemars(with = "Option<Workers>")]
+    pub workers: Option<Spanned<Workers>>,
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub headers: HeadersFile,
     /// Peers whose X-Forwarded-* / X-Original-* headers are believed (CIDRs).
-    pub trusted_proxies: Option<Vec<Text>>,
+    #[schemars(with = "Option<Vec<Text>>")]
+    pub trusted_proxies: Option<Spanned<Vec<Text>>>,
     #[serde(default)]
     pub errors: ErrorsFile,
     /// One JSON access-log line per request (default true).
@@ -59,7 +63,8 @@ pub enum Workers {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
-    pub listen: Text,
+    #[schemars(with = "Text")]
+    pub listen: Spanned<Text>,
     /// When set, admin endpoints (but /healthz and /readyz) require it as a bearer token.
     pub token: Option<SecretText>,
 }

@@ -44,6 +44,7 @@ pub fn check(file: &FileConfig, d: &mut Diagnostics) {
     if let Some(admin) = &file.admin {
         let loopback = admin
             .listen
+            .value
             .0
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_loopback());

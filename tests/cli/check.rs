@@ -363,6 +363,27 @@ fn bad_upstream_urls_are_errors() {
 }
 
 #[test]
+fn top_level_settings_are_reported_at_their_values() {
+    let c = check(
+        r#"listen: [127.0.0.1:8080, "nope"]
+workers: 0
+admin: {listen: "bad"}
+trusted_proxies: [10.0.0.0/8, "x"]
+tls: {cert: missing.pem, key: missing.key}
+upstreams: {app: {url: "http://127.0.0.1:1"}}
+routes:
+  - {name: a, match: {path: /}, upstream: app, auth: []}
+"#,
+    );
+    c.fails_with(5)
+        .has_error(1, 9, "listen[1]", &["\"nope\" is not an address"])
+        .has_error(2, 10, "workers", &["at least 1"])
+        .has_error(3, 17, "admin.listen", &["\"bad\" is not an address"])
+        .has_error(4, 18, "trusted_proxies[1]", &["not an IP address or CIDR"])
+        .has_error(5, 6, "tls.cert", &["missing.pem"]);
+}
+
+#[test]
 fn a_bad_duration_is_an_error_at_its_value() {
     let c = check(
         r#"upstreams:
