@@ -4,6 +4,11 @@
 //! file into the immutable runtime it runs on; `server` accepts connections; `cli` is the
 //! command line.
 
+// Request data never panics the gateway: no unwrap, expect or panic outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 pub mod app;
 pub mod cli;
 pub mod config;
