@@ -33,7 +33,7 @@ fn seed() -> u64 {
 }
 
 /// 32 hex characters from a per-thread xorshift stream seeded by the OS.
-fn mint() -> String {
+pub fn mint() -> String {
     let next = |s: &Cell<u64>| {
         let mut x = s.get();
         x ^= x << 13;

@@ -132,7 +132,7 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let detail = app.runtime().detail;
+    let io_app = app.clone();
     let framing = FramingFlag::default();
     let flag = framing.clone();
     let first_request = Arc::new(Notify::new());
@@ -156,7 +156,7 @@ async fn serve<I>(
             Ok::<_, Infallible>(response)
         })
     });
-    let io = TokioIo::new(GuardedIo::new(io, framing, detail, gate));
+    let io = TokioIo::new(GuardedIo::new(io, framing, io_app, gate));
     let timeout = builders.header_read_timeout;
     let stopping = drain.0.clone();
     let result = if h2 {

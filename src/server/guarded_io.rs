@@ -16,14 +16,16 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::{FramingFlag, FramingScanner};
-use crate::config::DetailLevel;
+use crate::app::App;
+use crate::pipeline::refusal::{Refusal, problem_body};
 use crate::pipeline::request_id;
+use crate::pipeline::trace::{Stage, Trace};
 use crate::reason::Reason;
 
 pub struct GuardedIo<T> {
     inner: T,
-    /// `errors.detail`: with `reason`, the replacement body has no detail either.
-    detail: DetailLevel,
+    /// For the refusal's detail level, the access log and the metrics.
+    app: Arc<App>,
     /// A replacement response still being written.
     pending: Option<(Vec<u8>, usize)>,
     scanner: FramingScanner,
@@ -32,15 +34,10 @@ pub struct GuardedIo<T> {
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(
-        inner: T,
-        framing: FramingFlag,
-        detail: DetailLevel,
-        gate: Option<Arc<ReadGate>>,
-    ) -> Self {
+    pub fn new(inner: T, framing: FramingFlag, app: Arc<App>, gate: Option<Arc<ReadGate>>) -> Self {
         GuardedIo {
             inner,
-            detail,
+            app,
             pending: None,
             scanner: FramingScanner::new(framing),
             gate,
@@ -116,9 +113,10 @@ fn automatic_refusal(head: &[u8]) -> Option<Reason> {
     (!has_request_id).then_some(reason)
 }
 
-fn replacement(reason: Reason, level: DetailLevel) -> Vec<u8> {
-    let id = request_id::of(&http::HeaderMap::new());
-    let status = reason.status();
+/// keyway's answer for a head the parser refused, recorded like every other request: the body
+/// comes from the one refusal renderer, the access line and metrics from the trace.
+fn refuse(app: &App, reason: Reason) -> Vec<u8> {
+    let rt = app.runtime();
     let detail = match reason {
         Reason::HeaderTooLarge => "The request head is larger than keyway accepts.",
         Reason::UriTooLong => "The request URI is longer than keyway accepts.",
@@ -126,28 +124,27 @@ fn replacement(reason: Reason, level: DetailLevel) -> Vec<u8> {
             "The request head could not be parsed: an invalid header name or value (bare CR, NUL, control characters), obs-fold, a line without a colon, or conflicting Content-Length headers."
         }
     };
-    let mut body = serde_json::json!({
-        "type": format!("urn:keyway:reason:{}", reason.code()),
-        "title": status.canonical_reason().unwrap_or("Bad Request"),
-        "status": status.as_u16(),
-        "reason": reason.code(),
-        "detail": detail,
-        "request_id": id,
-    });
-    if level == DetailLevel::Reason
-        && let Some(fields) = body.as_object_mut()
-    {
-        fields.remove("detail");
-    }
-    let body = body.to_string();
-    format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-keyway-reason: {}\r\nx-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    // The head could not be read, so neither its method nor its path is known.
+    let method = http::Method::from_bytes(b"-").unwrap_or_default();
+    let mut trace = Trace::start(request_id::mint(), method, "");
+    trace.step(Stage::Limits, "refused by the HTTP parser");
+    let refusal = Refusal::new(reason, detail);
+    let body = problem_body(&refusal, &trace, rt.detail);
+    let status = reason.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-keyway-reason: {}\r\nx-request-id: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         reason.code(),
+        trace.request_id,
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    head.extend_from_slice(&body);
+    trace.status = status.as_u16();
+    trace.refusal = Some(refusal);
+    app.record(&trace, &rt);
+    head
 }
 
 impl<T: AsyncWrite + Unpin> GuardedIo<T> {
@@ -174,8 +171,7 @@ impl<T: AsyncWrite + Unpin> GuardedIo<T> {
             return None;
         }
         let reason = automatic_refusal(first)?;
-        tracing::debug!(reason = reason.code(), "request refused by the HTTP parser");
-        self.pending = Some((replacement(reason, self.detail), 0));
+        self.pending = Some((refuse(&self.app, reason), 0));
         Some(total)
     }
 }
