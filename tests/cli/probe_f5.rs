@@ -235,9 +235,11 @@ async fn f5_traffic_carries_the_injected_key_and_never_the_clients() {
     assert!(status.success(), "{status}");
     let stderr = kw.stderr();
     assert_eq!(
+        // Only this test's requests: a parallel test that probes a port it believes closed
+        // may reach this keyway if the port was reused.
         log_lines(&stderr)
             .iter()
-            .filter(|l| l["target"] == "keyway::access")
+            .filter(|l| l["target"] == "keyway::access" && l["path"] == "/tools/search")
             .count(),
         2,
         "{stderr}"
