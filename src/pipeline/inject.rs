@@ -4,10 +4,11 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::authn::Identity;
-use super::headers::{Peer, set_forwarding};
+use super::headers::{Peer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, set_forwarding};
 use super::router::{PathMatch, request_host};
 use super::trace::{Stage, Trace};
 use crate::config::runtime::{Route, Target, Upstream};
+use http::header::FORWARDED;
 
 pub static X_KEYWAY_SUBJECT: HeaderName = HeaderName::from_static("x-keyway-subject");
 pub static X_KEYWAY_CONSUMER: HeaderName = HeaderName::from_static("x-keyway-consumer");
@@ -24,6 +25,21 @@ pub fn apply(
     trace: &mut Trace,
 ) {
     let host = request_host(parts).map(str::to_owned);
+    if !peer.trusted
+        && [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ]
+        .iter()
+        .any(|n| parts.headers.contains_key(*n))
+    {
+        trace.step(
+            Stage::Inject,
+            "replaced the client's forwarding headers: the peer is not in trusted_proxies",
+        );
+    }
     set_forwarding(&mut parts.headers, peer, host.as_deref());
     if let Some(id) = identity {
         set_identity_headers(parts, id, trace);

@@ -66,6 +66,16 @@ pub async fn handle(
         parts.method.clone(),
         parts.uri.path(),
     );
+    if parts
+        .headers
+        .get(&request_id::X_REQUEST_ID)
+        .is_some_and(|v| v.as_bytes() != trace.request_id.as_bytes())
+    {
+        trace.step(
+            Stage::Limits,
+            "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
+        );
+    }
     let peer = Peer {
         ip: peer_ip,
         tls,

@@ -301,6 +301,7 @@ async fn log_format_text_is_for_people() {
         .to_owned();
     let a = get(&format!("http://{addr}/api/x"), &[("x-api-key", WRONG_KEY)]).await;
     assert_eq!(a.status, 401);
+    assert_eq!(a.reason(), "api_key.invalid");
     let log = kw
         .wait_output(Duration::from_secs(10), "the access line", true, |t| {
             t.contains("keyway::access")
