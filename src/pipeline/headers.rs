@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::refusal::Refusal;
@@ -228,6 +229,19 @@ fn remove_identity_headers(
 /// Removes hop-by-hop headers and those listed in `Connection` (RFC 9110 §7.6.1). An upgrade
 /// keeps `Upgrade` and gets a fresh `Connection: upgrade`.
 fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
+    // Most requests carry none: one pass over the names instead of a lookup per hop-by-hop name.
+    let present = headers
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k));
+    if present {
+        remove_listed_and_hop_by_hop(headers, upgrade, trace);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -241,82 +255,125 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) 
             trace.removed(name.as_str(), RemovalCause::HopByHop);
         }
     }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    if !upgrade {
         headers.remove(header::UPGRADE);
     }
 }
 
-/// What keyway knows about the client side of the connection.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
+/// The client end of a connection. The forwarding values that depend only on it are formatted
+/// once per connection rather than once per request.
+#[derive(Clone, Debug)]
+pub struct Client {
     pub ip: IpAddr,
     pub tls: bool,
+    ip_value: HeaderValue,
+    /// This hop's Forwarded element without its host: `for=<node>;proto=<scheme>`.
+    forwarded: Bytes,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr, tls: bool) -> Self {
+        let ip_text = ip.to_string();
+        let node = if ip.is_ipv6() {
+            format!("\"[{ip_text}]\"")
+        } else {
+            ip_text.clone()
+        };
+        let forwarded = format!("for={node};proto={}", Self::proto(tls));
+        Client {
+            ip,
+            tls,
+            // An IP address is always a valid header value.
+            ip_value: HeaderValue::from_str(&ip_text)
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: Bytes::from(forwarded),
+        }
+    }
+
+    fn proto(tls: bool) -> &'static str {
+        if tls { "https" } else { "http" }
+    }
+}
+
+/// What a request knows about its client: the connection, and whether the running config trusts
+/// it (decided per request, so a reload of `trusted_proxies` applies to open connections).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer<'a> {
+    pub client: &'a Client,
     /// The peer is in `trusted_proxies`: its forwarding headers are believed.
     pub trusted: bool,
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded: appended to the incoming chain
 /// from a trusted peer, replacing it otherwise.
-pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
-    let ip = peer.ip.to_string();
-    let proto = if peer.tls { "https" } else { "http" };
-    let chain_of = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
-        let joined: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        (!joined.is_empty()).then(|| joined.join(", "))
-    };
+pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str>) {
+    let client = peer.client;
+    let proto = HeaderValue::from_static(Client::proto(client.tls));
     let xff = match peer
         .trusted
         .then(|| chain_of(headers, &X_FORWARDED_FOR))
         .flatten()
     {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip.clone(),
+        Some(existing) => joined(&existing, client.ip_value.as_bytes()),
+        None => Some(client.ip_value.clone()),
     };
-    set(headers, &X_FORWARDED_FOR, &xff);
+    put(headers, &X_FORWARDED_FOR, xff);
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        set(headers, &X_FORWARDED_PROTO, proto);
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
-            Some(h) => set(headers, &X_FORWARDED_HOST, h),
+            Some(h) => put(headers, &X_FORWARDED_HOST, HeaderValue::from_str(h).ok()),
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
     }
     if !(peer.trusted && headers.contains_key(&X_REAL_IP)) {
-        set(headers, &X_REAL_IP, &ip);
+        headers.insert(X_REAL_IP.clone(), client.ip_value.clone());
     }
-    let node = if peer.ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
+    let element = match host {
+        Some(h) => {
+            let mut e = BytesMut::with_capacity(client.forwarded.len() + h.len() + 8);
+            e.extend_from_slice(&client.forwarded);
+            e.extend_from_slice(b";host=\"");
+            e.extend_from_slice(h.as_bytes());
+            e.extend_from_slice(b"\"");
+            e.freeze()
+        }
+        None => client.forwarded.clone(),
     };
-    let mut element = format!("for={node};proto={proto}");
-    if let Some(h) = host {
-        element.push_str(";host=\"");
-        element.push_str(h);
-        element.push('"');
-    }
     let forwarded = match peer
         .trusted
         .then(|| chain_of(headers, &header::FORWARDED))
         .flatten()
     {
-        Some(existing) => format!("{existing}, {element}"),
-        None => element,
+        Some(existing) => joined(&existing, &element),
+        None => HeaderValue::from_maybe_shared(element).ok(),
     };
-    set(headers, &header::FORWARDED, &forwarded);
+    put(headers, &header::FORWARDED, forwarded);
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
+/// All values of a header as one comma-separated list.
+fn chain_of(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn joined(existing: &str, this_hop: &[u8]) -> Option<HeaderValue> {
+    let mut v = Vec::with_capacity(existing.len() + 2 + this_hop.len());
+    v.extend_from_slice(existing.as_bytes());
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(this_hop);
+    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+}
+
+fn put(headers: &mut HeaderMap, name: &HeaderName, value: Option<HeaderValue>) {
+    if let Some(v) = value {
         headers.insert(name.clone(), v);
     }
 }
@@ -435,16 +492,22 @@ mod tests {
 
     #[test]
     fn forwarding_chain_appends_only_for_trusted_peers() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        let client = Client::new("127.0.0.1".parse().unwrap(), false);
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+        ]);
         let peer = Peer {
-            ip,
-            tls: false,
+            client: &client,
             trusted: true,
         };
         set_forwarding(&mut h, peer, Some("example.com"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.1, for=127.0.0.1;proto=http;host=\"example.com\""
+        );
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-real-ip", "10.0.0.1")]);
         set_forwarding(
             &mut h,
             Peer {
@@ -454,9 +517,26 @@ mod tests {
             Some("example.com"),
         );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(
             h["forwarded"],
             "for=127.0.0.1;proto=http;host=\"example.com\""
         );
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let client = Client::new("::1".parse().unwrap(), true);
+        let mut h = HeaderMap::new();
+        let peer = Peer {
+            client: &client,
+            trusted: false,
+        };
+        set_forwarding(&mut h, peer, None);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

@@ -21,19 +21,17 @@ pub fn apply(
     upstream: &Upstream,
     identity: Option<&Identity>,
     parts: &mut Parts,
-    peer: Peer,
+    peer: Peer<'_>,
     trace: &mut Trace,
 ) {
     let host = request_host(parts).map(str::to_owned);
     if !peer.trusted
-        && [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &FORWARDED,
-        ]
-        .iter()
-        .any(|n| parts.headers.contains_key(*n))
+        && parts.headers.keys().any(|k| {
+            k == X_FORWARDED_FOR
+                || k == X_FORWARDED_PROTO
+                || k == X_FORWARDED_HOST
+                || k == FORWARDED
+        })
     {
         trace.step(
             Stage::Inject,

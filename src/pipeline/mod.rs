@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 
 use self::authn::Identity;
 use self::body::Body;
-use self::headers::Peer;
+use self::headers::{Client, Peer};
 use self::refusal::Refusal;
 use self::trace::{Stage, Trace};
 use crate::app::App;
@@ -52,12 +52,7 @@ pub async fn decide(
 }
 
 /// Serves one proxied request and records it.
-pub async fn handle(
-    app: &App,
-    req: Request<Incoming>,
-    peer_ip: std::net::IpAddr,
-    tls: bool,
-) -> Response<Body> {
+pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Response<Body> {
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
@@ -76,13 +71,18 @@ pub async fn handle(
             "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
         );
     }
+    // Built once: the same value goes to the upstream and back to the client.
+    let id_value =
+        HeaderValue::from_str(&trace.request_id).unwrap_or(HeaderValue::from_static("-"));
     let peer = Peer {
-        ip: peer_ip,
-        tls,
-        trusted: rt.is_trusted(peer_ip),
+        client,
+        trusted: rt.is_trusted(client.ip),
     };
     let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
-        Ok(decision) => proxy(decision, parts, body, peer, upgrade, &mut trace).await,
+        Ok(decision) => {
+            let request = Request::from_parts(parts, body);
+            proxy(decision, request, peer, &id_value, upgrade, &mut trace).await
+        }
         Err(refusal) => Err(refusal),
     };
     let mut response = match result {
@@ -93,11 +93,9 @@ pub async fn handle(
             response
         }
     };
-    if let Ok(id) = HeaderValue::from_str(&trace.request_id) {
-        response
-            .headers_mut()
-            .insert(request_id::X_REQUEST_ID.clone(), id);
-    }
+    response
+        .headers_mut()
+        .insert(request_id::X_REQUEST_ID.clone(), id_value);
     trace.status = response.status().as_u16();
     app.record(&trace, &rt);
     response
@@ -105,12 +103,13 @@ pub async fn handle(
 
 async fn proxy(
     decision: Decision,
-    mut parts: Parts,
-    body: Incoming,
-    peer: Peer,
+    request: Request<Incoming>,
+    peer: Peer<'_>,
+    request_id: &HeaderValue,
     upgrade: bool,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
+    let (mut parts, body) = request.into_parts();
     let Decision { route, identity } = decision;
     let Some(upstream) = route.upstream.as_ref() else {
         return Err(Refusal::new(
@@ -127,10 +126,9 @@ async fn proxy(
     }
     parts.version = http::Version::HTTP_11;
     inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
-    parts.headers.insert(
-        request_id::X_REQUEST_ID.clone(),
-        HeaderValue::from_str(&trace.request_id).unwrap_or(HeaderValue::from_static("-")),
-    );
+    parts
+        .headers
+        .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
     match (&upstream.target, &upstream.client) {
         (Target::Echo, _) => {
             trace.step(Stage::Upstream, "builtin echo answered");

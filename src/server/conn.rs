@@ -24,6 +24,7 @@ use super::guarded_io::{GuardedIo, ReadGate};
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
+use crate::pipeline::headers::Client;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -139,19 +140,21 @@ async fn serve<I>(
     let arrived = first_request.clone();
     let gate = (!h2).then(|| Arc::new(ReadGate::default()));
     let service_gate = gate.clone();
+    let client = Arc::new(Client::new(peer.ip(), is_tls));
     let service = service_fn(move |mut req: http::Request<Incoming>| {
         arrived.notify_one();
         // The scanner's head is dispatched: what is written now is keyway's answer, never
         // rewritten by GuardedIo (see `FramingScanner::awaiting_dispatch`).
         flag.dispatched();
         let app = app.clone();
+        let client = client.clone();
         if flag.is_set() {
             req.extensions_mut().insert(ConflictingFraming);
         }
         let in_flight = service_gate.as_ref().map(ReadGate::hold);
         // Boxed: an idle keep-alive connection then holds a pointer, not the pipeline's state.
         Box::pin(async move {
-            let response = pipeline::handle(&app, req, peer.ip(), is_tls).await;
+            let response = pipeline::handle(&app, req, &client).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
         })

@@ -122,10 +122,15 @@ impl FramingScanner {
                     // A head ends with an empty line; keep it whole to read its header lines.
                     let end = self.head_end(bytes);
                     match end {
+                        // A head that arrived in one read is read in place, not copied.
+                        Some(n) if self.line.is_empty() => {
+                            self.state = self.after_head(&bytes[..n]);
+                            bytes = &bytes[n..];
+                        }
                         Some(n) => {
                             self.line.extend_from_slice(&bytes[..n]);
                             bytes = &bytes[n..];
-                            self.state = self.after_head();
+                            self.state = self.after_head(&self.line);
                             self.line.clear();
                         }
                         None => {
@@ -186,8 +191,7 @@ impl FramingScanner {
         None
     }
 
-    fn after_head(&self) -> State {
-        let head = &self.line;
+    fn after_head(&self, head: &[u8]) -> State {
         if head.starts_with(b"PRI * HTTP/2.0") {
             return State::Off;
         }

@@ -149,15 +149,18 @@ pub async fn authenticate(
                 }
             }
         }
-        trace.step(
-            Stage::Authn,
-            format!(
-                "{}: authenticated {} from {}",
-                auth.name(),
-                identity.subject,
-                sources[0]
-            ),
-        );
+        let from = sources[0].to_string();
+        let mut note = String::with_capacity(64 + from.len());
+        for piece in [
+            auth.name(),
+            ": authenticated ",
+            &identity.subject,
+            " from ",
+            &from,
+        ] {
+            note.push_str(piece);
+        }
+        trace.step(Stage::Authn, note);
         trace.identity = Some(identity.summary());
         if !route.forward_client_credentials {
             for source in &sources {

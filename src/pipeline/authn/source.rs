@@ -157,19 +157,27 @@ fn decode(text: &str) -> String {
 }
 
 impl fmt::Display for Source {
+    // Plain `write_str` pieces: this runs for every authenticated request (trace notes).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let (kind, name) = match self {
             Source::Header { name, .. } if name == AUTHORIZATION => {
-                f.write_str("header Authorization (Bearer)")
+                return f.write_str("header Authorization (Bearer)");
             }
-            Source::Header {
-                name,
-                twin: Some(t),
-            } => write!(f, "header {name} (or {t})"),
-            Source::Header { name, twin: None } => write!(f, "header {name}"),
-            Source::Query(q) => write!(f, "query parameter {q}"),
-            Source::Cookie(c) => write!(f, "cookie {c}"),
-        }
+            Source::Header { name, twin } => {
+                f.write_str("header ")?;
+                f.write_str(name.as_str())?;
+                if let Some(t) = twin {
+                    f.write_str(" (or ")?;
+                    f.write_str(t.as_str())?;
+                    f.write_str(")")?;
+                }
+                return Ok(());
+            }
+            Source::Query(q) => ("query parameter ", q),
+            Source::Cookie(c) => ("cookie ", c),
+        };
+        f.write_str(kind)?;
+        f.write_str(name)
     }
 }
 
