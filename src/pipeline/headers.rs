@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -262,13 +263,23 @@ fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &
 
 /// The client end of a connection. The forwarding values that depend only on it are formatted
 /// once per connection rather than once per request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Client {
     pub ip: IpAddr,
     pub tls: bool,
     ip_value: HeaderValue,
     /// This hop's Forwarded element without its host: `for=<node>;proto=<scheme>`.
     forwarded: Bytes,
+    /// The values for the host the connection's last request named: a keep-alive client nearly
+    /// always names the same one.
+    last_host: Mutex<Option<HostValues>>,
+}
+
+#[derive(Clone, Debug)]
+struct HostValues {
+    host: Box<str>,
+    x_forwarded_host: HeaderValue,
+    forwarded: HeaderValue,
 }
 
 impl Client {
@@ -287,7 +298,31 @@ impl Client {
             ip_value: HeaderValue::from_str(&ip_text)
                 .unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: Bytes::from(forwarded),
+            last_host: Mutex::new(None),
         }
+    }
+
+    /// X-Forwarded-Host and this hop's Forwarded element for `host`.
+    fn host_values(&self, host: &str) -> Option<HostValues> {
+        if let Ok(last) = self.last_host.lock()
+            && let Some(values) = last.as_ref().filter(|v| &*v.host == host)
+        {
+            return Some(values.clone());
+        }
+        let mut element = BytesMut::with_capacity(self.forwarded.len() + host.len() + 8);
+        element.extend_from_slice(&self.forwarded);
+        element.extend_from_slice(b";host=\"");
+        element.extend_from_slice(host.as_bytes());
+        element.extend_from_slice(b"\"");
+        let values = HostValues {
+            host: host.into(),
+            x_forwarded_host: HeaderValue::from_str(host).ok()?,
+            forwarded: HeaderValue::from_maybe_shared(element.freeze()).ok()?,
+        };
+        if let Ok(mut last) = self.last_host.lock() {
+            *last = Some(values.clone());
+        }
+        Some(values)
     }
 
     fn proto(tls: bool) -> &'static str {
@@ -308,7 +343,7 @@ pub struct Peer<'a> {
 /// from a trusted peer, replacing it otherwise.
 pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str>) {
     let client = peer.client;
-    let proto = HeaderValue::from_static(Client::proto(client.tls));
+    let host_values = host.and_then(|h| client.host_values(h));
     let xff = match peer
         .trusted
         .then(|| chain_of(headers, &X_FORWARDED_FOR))
@@ -319,11 +354,14 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str
     };
     put(headers, &X_FORWARDED_FOR, xff);
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = HeaderValue::from_static(Client::proto(client.tls));
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => put(headers, &X_FORWARDED_HOST, HeaderValue::from_str(h).ok()),
+        match &host_values {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST.clone(), v.x_forwarded_host.clone());
+            }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
@@ -332,24 +370,18 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str
     if !(peer.trusted && headers.contains_key(&X_REAL_IP)) {
         headers.insert(X_REAL_IP.clone(), client.ip_value.clone());
     }
-    let element = match host {
-        Some(h) => {
-            let mut e = BytesMut::with_capacity(client.forwarded.len() + h.len() + 8);
-            e.extend_from_slice(&client.forwarded);
-            e.extend_from_slice(b";host=\"");
-            e.extend_from_slice(h.as_bytes());
-            e.extend_from_slice(b"\"");
-            e.freeze()
-        }
-        None => client.forwarded.clone(),
+    let element = match host_values {
+        Some(v) => v.forwarded,
+        None => HeaderValue::from_maybe_shared(client.forwarded.clone())
+            .unwrap_or(HeaderValue::from_static("for=unknown")),
     };
     let forwarded = match peer
         .trusted
         .then(|| chain_of(headers, &header::FORWARDED))
         .flatten()
     {
-        Some(existing) => joined(&existing, &element),
-        None => HeaderValue::from_maybe_shared(element).ok(),
+        Some(existing) => joined(&existing, element.as_bytes()),
+        None => Some(element),
     };
     put(headers, &header::FORWARDED, forwarded);
 }

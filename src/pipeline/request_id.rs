@@ -44,13 +44,14 @@ pub fn mint() -> String {
     };
     let (a, b) = STATE.with(|s| (next(s), next(s)));
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
-    for word in [a, b] {
-        for shift in (0..16).rev() {
-            id.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
-        }
+    let mut id = [0u8; 32];
+    let nibbles = (0..16).rev().map(|shift| (a >> (shift * 4)) & 0xf);
+    let nibbles = nibbles.chain((0..16).rev().map(|shift| (b >> (shift * 4)) & 0xf));
+    for (digit, nibble) in id.iter_mut().zip(nibbles) {
+        *digit = HEX[nibble as usize];
     }
-    id
+    // Hex digits are ASCII; the fallback is unreachable.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
