@@ -455,10 +455,10 @@ fn compile_consumers(
                 hashes.push(api_key::hash_key(text));
             }
         }
-        let consumer = Arc::new(Consumer {
-            name: Arc::from(c.name.0.as_str()),
-            groups: c.groups.iter().map(|g| g.0.clone()).collect(),
-        });
+        let consumer = Arc::new(Consumer::new(
+            &c.name.0,
+            c.groups.iter().map(|g| g.0.clone()).collect(),
+        ));
         out.push((consumer, hashes));
     }
     let mut all_keys = HashSet::new();

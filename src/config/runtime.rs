@@ -63,6 +63,24 @@ pub struct Limits {
 pub struct Consumer {
     pub name: Arc<str>,
     pub groups: Arc<[String]>,
+    /// `name`, and `groups` joined with commas, as identity header values: built once here
+    /// rather than on every request.
+    pub name_value: Option<HeaderValue>,
+    pub groups_value: Option<HeaderValue>,
+}
+
+impl Consumer {
+    pub fn new(name: &str, groups: Vec<String>) -> Self {
+        let groups_value = (!groups.is_empty())
+            .then(|| HeaderValue::from_str(&groups.join(",")).ok())
+            .flatten();
+        Consumer {
+            name: Arc::from(name),
+            groups: Arc::from(groups),
+            name_value: HeaderValue::from_str(name).ok(),
+            groups_value,
+        }
+    }
 }
 
 #[derive(Debug)]

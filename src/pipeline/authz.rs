@@ -19,8 +19,7 @@ pub struct Allow {
 impl Allow {
     fn admits(&self, id: &Identity) -> bool {
         let by_consumer = id
-            .consumer
-            .as_deref()
+            .consumer_name()
             .is_some_and(|c| self.consumers.iter().any(|a| a == c));
         let by_group = id.groups.iter().any(|g| self.groups.contains(g));
         let by_claims = !self.claims.is_empty()
@@ -77,7 +76,7 @@ pub fn authorize(
         return Ok(());
     }
     trace.step(Stage::Authz, "denied");
-    let who = match &id.consumer {
+    let who = match id.consumer_name() {
         Some(c) => format!("consumer {c}"),
         None => format!("subject {}", id.subject),
     };

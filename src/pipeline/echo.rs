@@ -30,7 +30,7 @@ pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) 
     let identity = identity.map_or(Value::Null, |id| {
         json!({
             "subject": id.subject,
-            "consumer": id.consumer.as_deref(),
+            "consumer": id.consumer_name(),
             "groups": &*id.groups,
             "authenticator": &*id.authenticator,
         })

@@ -1,6 +1,8 @@
 //! Credential injection: what keyway adds to the upstream request once it is allowed.
 
 use http::request::Parts;
+use std::sync::Arc;
+
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::authn::Identity;
@@ -65,23 +67,42 @@ pub fn apply(
 
 fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
     let headers = &mut parts.headers;
-    let mut put = |name: &HeaderName, value: &str| match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name.clone(), v);
+    let mut put = |name: &HeaderName, prebuilt: Option<&HeaderValue>, text: &str| {
+        let value = match prebuilt {
+            Some(v) => Ok(v.clone()),
+            None => HeaderValue::from_str(text),
+        };
+        match value {
+            Ok(v) => {
+                headers.insert(name.clone(), v);
+            }
+            Err(_) => trace.step(
+                Stage::Inject,
+                format!("{name} not set: value is not a valid header value"),
+            ),
         }
-        Err(_) => trace.step(
-            Stage::Inject,
-            format!("{name} not set: value is not a valid header value"),
-        ),
     };
-    put(&X_KEYWAY_SUBJECT, &id.subject);
-    if let Some(c) = &id.consumer {
-        put(&X_KEYWAY_CONSUMER, c);
+    let consumer = id.consumer.as_deref();
+    // An API-key subject is the consumer's name: its value was built with the config.
+    let subject_value = consumer
+        .filter(|c| *c.name == *id.subject)
+        .and_then(|c| c.name_value.as_ref());
+    put(&X_KEYWAY_SUBJECT, subject_value, &id.subject);
+    if let Some(c) = consumer {
+        put(&X_KEYWAY_CONSUMER, c.name_value.as_ref(), &c.name);
     }
     if !id.groups.is_empty() {
-        put(&X_KEYWAY_GROUPS, &id.groups.join(","));
+        let prebuilt = consumer
+            .filter(|c| Arc::ptr_eq(&c.groups, &id.groups))
+            .and_then(|c| c.groups_value.as_ref());
+        let joined = if prebuilt.is_some() {
+            String::new()
+        } else {
+            id.groups.join(",")
+        };
+        put(&X_KEYWAY_GROUPS, prebuilt, &joined);
     }
-    put(&X_KEYWAY_AUTHENTICATOR, &id.authenticator);
+    put(&X_KEYWAY_AUTHENTICATOR, None, &id.authenticator);
     for (name, value) in &id.headers {
         parts.headers.insert(name.clone(), value.clone());
     }

@@ -124,9 +124,9 @@ impl Trace {
         });
     }
 
-    pub fn removed(&mut self, name: &str, cause: RemovalCause) {
+    pub fn removed(&mut self, name: impl Into<String>, cause: RemovalCause) {
         self.removals.push(Removal {
-            name: name.to_owned(),
+            name: name.into(),
             cause,
         });
     }

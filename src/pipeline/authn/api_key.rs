@@ -52,7 +52,7 @@ impl ApiKeyAuth {
         })?;
         Ok(Identity {
             subject: consumer.name.to_string(),
-            consumer: Some(consumer.name.clone()),
+            consumer: Some(consumer.clone()),
             groups: consumer.groups.clone(),
             authenticator: self.name.clone(),
             claims: None,

@@ -302,7 +302,7 @@ impl JwtAuth {
         Ok((
             Identity {
                 subject,
-                consumer: Some(ck.consumer.name.clone()),
+                consumer: Some(ck.consumer.clone()),
                 groups: ck.consumer.groups.clone(),
                 authenticator: self.name.clone(),
                 claims: Some(Arc::new(claims)),

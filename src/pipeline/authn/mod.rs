@@ -16,7 +16,7 @@ use self::source::{Lookup, Source, lookup};
 use super::headers::fold;
 use super::refusal::Refusal;
 use super::trace::{IdentitySummary, RemovalCause, Stage, Trace};
-use crate::config::runtime::Route;
+use crate::config::runtime::{Consumer, Route};
 use crate::reason::Reason;
 use crate::secret::Secret;
 
@@ -24,7 +24,7 @@ use crate::secret::Secret;
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub subject: String,
-    pub consumer: Option<Arc<str>>,
+    pub consumer: Option<Arc<Consumer>>,
     pub groups: Arc<[String]>,
     pub authenticator: Arc<str>,
     /// Verified token claims (JWT), for `allow.claims` and explain.
@@ -34,10 +34,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    pub fn consumer_name(&self) -> Option<&str> {
+        self.consumer.as_ref().map(|c| &*c.name)
+    }
+
     pub fn summary(&self) -> IdentitySummary {
         IdentitySummary {
             authenticator: self.authenticator.clone(),
-            consumer: self.consumer.clone(),
+            consumer: self.consumer.as_ref().map(|c| c.name.clone()),
             subject: self.subject.clone(),
         }
     }
@@ -149,7 +153,7 @@ pub async fn authenticate(
                 }
             }
         }
-        let from = sources[0].to_string();
+        let from = sources[0].label();
         let mut note = String::with_capacity(64 + from.len());
         for piece in [
             auth.name(),
@@ -163,9 +167,10 @@ pub async fn authenticate(
         trace.step(Stage::Authn, note);
         trace.identity = Some(identity.summary());
         if !route.forward_client_credentials {
-            for source in &sources {
+            for (i, source) in sources.iter().enumerate() {
                 source.remove_from(parts);
-                trace.removed(&source.to_string(), RemovalCause::ConsumedCredential);
+                let label = if i == 0 { from.clone() } else { source.label() };
+                trace.removed(label, RemovalCause::ConsumedCredential);
             }
         }
         return Ok(Some(identity));

@@ -156,28 +156,40 @@ fn decode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-impl fmt::Display for Source {
-    // Plain `write_str` pieces: this runs for every authenticated request (trace notes).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, name) = match self {
+impl Source {
+    /// How details and trace notes name the source ("header x-api-key"). Built with plain
+    /// pushes: it runs for every authenticated request.
+    pub fn label(&self) -> String {
+        let mut label = String::with_capacity(48);
+        match self {
             Source::Header { name, .. } if name == AUTHORIZATION => {
-                return f.write_str("header Authorization (Bearer)");
+                label.push_str("header Authorization (Bearer)");
             }
             Source::Header { name, twin } => {
-                f.write_str("header ")?;
-                f.write_str(name.as_str())?;
+                label.push_str("header ");
+                label.push_str(name.as_str());
                 if let Some(t) = twin {
-                    f.write_str(" (or ")?;
-                    f.write_str(t.as_str())?;
-                    f.write_str(")")?;
+                    label.push_str(" (or ");
+                    label.push_str(t.as_str());
+                    label.push(')');
                 }
-                return Ok(());
             }
-            Source::Query(q) => ("query parameter ", q),
-            Source::Cookie(c) => ("cookie ", c),
-        };
-        f.write_str(kind)?;
-        f.write_str(name)
+            Source::Query(q) => {
+                label.push_str("query parameter ");
+                label.push_str(q);
+            }
+            Source::Cookie(c) => {
+                label.push_str("cookie ");
+                label.push_str(c);
+            }
+        }
+        label
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
     }
 }
 
