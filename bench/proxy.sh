@@ -9,7 +9,8 @@
 #      JWT rows: keyway's jwt authenticator and HAProxy's jwt_verify, with the
 #      same HS256 and RS256 tokens, `alg` pinned and `exp` checked on both);
 #   4. runs wrk (1 thread, 50 connections) against each target after a 1s
-#      warm-up, parses req/s and p50/p99 latency;
+#      warm-up, parses req/s and p50/p99 latency; repeats that ROUNDS times,
+#      interleaved, and keeps each target's median;
 #   5. opens 1000 idle keep-alive HTTP connections to each proxy and reads the
 #      proxy's VmHWM / VmRSS from /proc;
 #   6. prints a table, ratios and PASS/MISS against keyway's targets.
@@ -19,8 +20,10 @@
 #
 # Environment:
 #   KEYWAY_BIN=path     use this keyway binary instead of building one
-#   DURATION=10s        wrk duration per target (default 10s)
-#   BENCH_SMOKE=1       quick run for CI: wrk -d2s (overrides DURATION)
+#   DURATION=10s        wrk duration per target and round (default 10s)
+#   ROUNDS=3            rounds over all targets; each row reports the median of its
+#                       rounds, so drift on a shared machine hits every target alike
+#   BENCH_SMOKE=1       quick run for CI: one round of wrk -d2s (overrides both)
 #   IDLE_CONNS=1000     idle keep-alive connections for the memory measurement
 #   BENCH_KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output)
 #   BENCH_SKIP_KEYWAY=1 benchmark only nginx/HAProxy (to test this harness
@@ -48,7 +51,9 @@ BENCH_DIR=$REPO_ROOT/bench
 
 # ----------------------------------------------------------------- settings --
 DURATION=${DURATION:-10s}
-if [[ ${BENCH_SMOKE:-0} == 1 ]]; then DURATION=2s; fi
+ROUNDS=${ROUNDS:-3}
+if [[ ${BENCH_SMOKE:-0} == 1 ]]; then DURATION=2s ROUNDS=1; fi
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 1; }
 WARMUP=1s
 WRK_THREADS=1
 WRK_CONNS=50
@@ -99,7 +104,8 @@ chmod 711 "$TMP"
 declare -a PIDS=()          # every background process we started, in order
 declare -A PID_NAME=()      # pid -> human name
 declare -A RPS=() P50=() P99=() ERRS=()
-declare -a ORDER=()         # bench_target names in the order they ran
+declare -A RPS_ROUNDS=() P50_ROUNDS=() P99_ROUNDS=()   # space-separated, one value per round
+declare -a ORDER=()         # bench_target names in the order they first ran
 declare -A IDLE_HWM=() IDLE_RSS=() IDLE_RSS0=() IDLE_ESTAB=() IDLE_OPEN=()
 declare -a IDLE_ORDER=()
 
@@ -274,10 +280,13 @@ bench_target() {
     shift 2
     out=$TMP/wrk-$name.txt
 
-    log "warm-up: $name ($WARMUP)"
-    "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WARMUP" "$@" "$url" \
-        >"$TMP/wrk-$name-warmup.txt" 2>&1 ||
-        die "wrk warm-up failed for $name: $(cat "$TMP/wrk-$name-warmup.txt")"
+    if [[ -z ${RPS_ROUNDS[$name]:-} ]]; then
+        log "warm-up: $name ($WARMUP)"
+        "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WARMUP" "$@" "$url" \
+            >"$TMP/wrk-$name-warmup.txt" 2>&1 ||
+            die "wrk warm-up failed for $name: $(cat "$TMP/wrk-$name-warmup.txt")"
+        ORDER+=("$name")
+    fi
 
     log "bench:   $name ($DURATION) $url"
     "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$DURATION" --latency "$@" "$url" \
@@ -299,11 +308,16 @@ bench_target() {
     if ((errs > 0)); then
         log "warning: $name: wrk reported $errs socket errors"
     fi
-    RPS[$name]=$rps
-    P50[$name]=$p50
-    P99[$name]=$p99
-    ERRS[$name]=$errs
-    ORDER+=("$name")
+    RPS_ROUNDS[$name]+="$rps "
+    P50_ROUNDS[$name]+="$p50 "
+    P99_ROUNDS[$name]+="$p99 "
+    ERRS[$name]=$((${ERRS[$name]:-0} + errs))
+}
+
+# median VALUES...: the middle value (mean of the two middle ones for an even count)
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 
 # proc_kb PID FIELD: value in kB of VmHWM / VmRSS from /proc/PID/status
@@ -591,18 +605,33 @@ EOF
 fi
 
 # -------------------------------------------------------------- benchmarks --
-bench_target nginx "http://127.0.0.1:$P_NGINX/"
-bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
-if [[ $SKIP_KEYWAY != 1 ]]; then
-    bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
-    bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
-fi
-bench_target haproxy-jwt-hs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
-bench_target haproxy-jwt-rs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
-if [[ $SKIP_KEYWAY != 1 ]]; then
-    bench_target keyway-jwt-hs256 "http://127.0.0.1:$P_KEYWAY/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
-    bench_target keyway-jwt-rs256 "http://127.0.0.1:$P_KEYWAY/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
-fi
+# all_targets: one round over every target, in a fixed order.
+all_targets() {
+    bench_target nginx "http://127.0.0.1:$P_NGINX/"
+    bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
+    if [[ $SKIP_KEYWAY != 1 ]]; then
+        bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
+        bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
+    fi
+    bench_target haproxy-jwt-hs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+    bench_target haproxy-jwt-rs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
+    if [[ $SKIP_KEYWAY != 1 ]]; then
+        bench_target keyway-jwt-hs256 "http://127.0.0.1:$P_KEYWAY/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
+        bench_target keyway-jwt-rs256 "http://127.0.0.1:$P_KEYWAY/jwt-rs/x" -H "Authorization: Bearer $TOKEN_RS"
+    fi
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS"
+    all_targets
+done
+for name in "${ORDER[@]}"; do
+    # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
+    RPS[$name]=$(median ${RPS_ROUNDS[$name]})
+    # shellcheck disable=SC2086
+    P50[$name]=$(median ${P50_ROUNDS[$name]})
+    # shellcheck disable=SC2086
+    P99[$name]=$(median ${P99_ROUNDS[$name]})
+done
 
 # ---------------------------------------------------- idle-connection memory --
 # nginx: the worker (child of the master) holds the connections.
@@ -627,15 +656,20 @@ printf '  %-10s %s\n' \
     "date" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "cpu" "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null) ($(nproc) cpus)" \
     "pinning" "$PINNING" \
-    "wrk" "-t$WRK_THREADS -c$WRK_CONNS -d$DURATION --latency (after ${WARMUP} warm-up)" \
+    "wrk" "-t$WRK_THREADS -c$WRK_CONNS -d$DURATION --latency (after ${WARMUP} warm-up), $ROUNDS interleaved round(s), median" \
     "nginx" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
     "haproxy" "$(haproxy -v 2>&1 | awk 'NR == 1 { print $3 }')" \
     "keyway" "$([[ $SKIP_KEYWAY == 1 ]] && echo skipped || echo "$KEYWAY_BIN")"
 echo
-printf '  %-18s %12s %10s %10s %8s\n' target "req/s" "p50 us" "p99 us" "sockerr"
+printf '  %-18s %12s %10s %10s %8s  %s\n' target "req/s" "p50 us" "p99 us" "sockerr" "req/s per round"
 for name in "${ORDER[@]}"; do
     awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" -v e="${ERRS[$name]}" \
-        'BEGIN { printf "  %-18s %12.0f %10.0f %10.0f %8d\n", n, r, a, b, e }'
+        -v rounds="${RPS_ROUNDS[$name]}" \
+        'BEGIN {
+            k = split(rounds, v, " "); list = ""
+            for (i = 1; i <= k; i++) list = list sprintf("%s%.0f", (i > 1 ? " " : ""), v[i])
+            printf "  %-18s %12.0f %10.0f %10.0f %8d  %s\n", n, r, a, b, e, list
+        }'
 done
 
 echo

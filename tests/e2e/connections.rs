@@ -24,6 +24,7 @@ use crate::support::*;
 struct CountingUpstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
 }
 
 impl CountingUpstream {
@@ -33,6 +34,10 @@ impl CountingUpstream {
 
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -45,10 +50,14 @@ where
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let counter = connections.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let open_now = open.clone();
     let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            open_now.fetch_add(1, Ordering::SeqCst);
+            let open_now = open_now.clone();
             let answer = answer.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -58,10 +67,15 @@ where
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                open_now.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    CountingUpstream { addr, connections }
+    CountingUpstream {
+        addr,
+        connections,
+        open,
+    }
 }
 
 /// One keep-alive client connection to keyway.
@@ -213,5 +227,24 @@ async fn an_http10_request_without_host_reaches_the_upstream_with_one() {
     let seen = up.last();
     assert_eq!(seen.uri, "/old");
     assert_eq!(seen.headers["host"], up.addr.to_string());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
+    let up = counting_upstream(|_| async { Response::new(full("ok")) }).await;
+    let config = format!(
+        "upstreams:\n  app: {{url: \"{}\", timeouts: {{idle: 300ms}}}}\nroutes:\n  - {{name: all, match: {{path_prefix: /}}, upstream: app, auth: []}}\n",
+        up.url()
+    );
+    let gw = start(&config).await;
+    let mut client = client_connection(&gw).await;
+    assert_eq!(get_on(&mut client, "/first").await, (200, "ok".into()));
+    assert_eq!(up.open(), 1);
+    // No further traffic: keyway itself must close the idle connection.
+    let closed = wait_until(Duration::from_secs(10), || async { up.open() == 0 }).await;
+    assert!(closed, "the idle upstream connection was kept open");
+    assert_eq!(get_on(&mut client, "/second").await, (200, "ok".into()));
+    assert_eq!(up.connections(), 2);
     gw.stop().await;
 }

@@ -7,6 +7,7 @@
 //! futures and a reaper task; one upstream per pool makes a mutex-guarded `Vec` enough, and the
 //! proxy path measured about 8k fewer instructions per request with it.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ pub struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     idle: Mutex<Vec<(Sender, Instant)>>,
+    /// Whether the task that closes expired idle connections runs (started with the first one).
+    reaper: AtomicBool,
 }
 
 impl Pool {
@@ -58,6 +61,7 @@ impl Pool {
             connect_timeout: timeouts.connect,
             idle_timeout: timeouts.idle,
             idle: Mutex::new(Vec::new()),
+            reaper: AtomicBool::new(false),
         })
     }
 
@@ -73,22 +77,49 @@ impl Pool {
         None
     }
 
-    fn put_idle(&self, sender: Sender) {
+    fn put_idle(self: &Arc<Self>, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
         if let Ok(mut idle) = self.idle.lock() {
-            // The bottom of the stack is the longest idle: close what has outlived the timeout.
-            let expired = idle
-                .iter()
-                .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
-                .count();
-            idle.drain(..expired);
+            self.expire(&mut idle, now);
             if idle.len() < MAX_IDLE {
                 idle.push((sender, now));
             }
         }
+        if !self.reaper.swap(true, Ordering::Relaxed) {
+            self.start_reaper();
+        }
+    }
+
+    /// Closes the connections at the bottom of the stack that have outlived the idle timeout.
+    fn expire(&self, idle: &mut Vec<(Sender, Instant)>, now: Instant) {
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+            .count();
+        idle.drain(..expired);
+    }
+
+    /// Without traffic nothing pops the stack: a task closes expired connections meanwhile, and
+    /// ends with the pool (a reload replaces it).
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = pool.upgrade() else { return };
+                if let Ok(mut idle) = pool.idle.lock() {
+                    idle.retain(|(sender, _)| !sender.is_closed());
+                    pool.expire(&mut idle, Instant::now());
+                }
+            }
+        });
     }
 
     /// A new connection; its task ends when the upstream closes it or every handle is dropped.
