@@ -411,9 +411,9 @@ else
 fi
 
 # -------------------------------------------------------------------- ports --
-ports=$(free_ports 5) || die "cannot allocate free ports"
-read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT <<<"$ports"
-[[ -n ${P_HAPROXY_JWT:-} ]] || die "cannot allocate free ports (got: $ports)"
+ports=$(free_ports 6) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD <<<"$ports"
+[[ -n ${P_NGINX_FWD:-} ]] || die "cannot allocate free ports (got: $ports)"
 
 # ---------------------------------------------------------------- jwt keys --
 # One RSA key pair and one HMAC secret; the tokens are minted here with openssl
@@ -502,11 +502,30 @@ nginx_conf nginx-proxy "
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
         }
+    }
+    # For reference only (no target): the same worker setting the request headers keyway
+    # adds on every request (SPEC 4: X-Forwarded-*, X-Real-IP, Forwarded, X-Request-Id).
+    server {
+        listen 127.0.0.1:$P_NGINX_FWD;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header Forwarded \"for=\$remote_addr;proto=\$scheme;host=\\\"\$host\\\"\";
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id;
+        }
     }"
 start_nginx nginx-proxy "${PIN_PROXY[@]}"
 PID_NGINX=$LAST_PID
 wait_http "nginx proxy" "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
 expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX/"
+expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX_FWD/"
 
 # ----------------------------------------------------------------- haproxy --
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -608,6 +627,7 @@ fi
 # all_targets: one round over every target, in a fixed order.
 all_targets() {
     bench_target nginx "http://127.0.0.1:$P_NGINX/"
+    bench_target nginx-fwd-headers "http://127.0.0.1:$P_NGINX_FWD/"
     bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
     if [[ $SKIP_KEYWAY != 1 ]]; then
         bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
@@ -691,6 +711,8 @@ check_ratio "keyway-apikey/keyway-plain req/s" "$(ratio "$(val RPS keyway-apikey
 check_ratio "keyway-HS256/haproxy-HS256 req/s" "$(ratio "$(val RPS keyway-jwt-hs256)" "$(val RPS haproxy-jwt-hs256)")" ">=" "$TARGET_JWT_HS_VS_HAPROXY"
 check_ratio "keyway-RS256/haproxy-RS256 req/s" "$(ratio "$(val RPS keyway-jwt-rs256)" "$(val RPS haproxy-jwt-rs256)")" ">=" "$TARGET_JWT_RS_VS_HAPROXY"
 check_ratio "keyway-RS256/keyway-plain req/s" "$(ratio "$(val RPS keyway-jwt-rs256)" "$(val RPS keyway)")" ">=" "$TARGET_JWT_RS_VS_PLAIN"
+printf '  %-36s %9s   (reference, no target)\n' "keyway/nginx-fwd-headers req/s" \
+    "$(ratio "$(val RPS keyway)" "$(val RPS nginx-fwd-headers)")"
 check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
 echo
 echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"

@@ -21,7 +21,7 @@ use crate::config::runtime::Timeouts;
 
 pub type Sender = SendRequest<Incoming>;
 
-/// Idle connections kept per upstream beyond those held by downstream connections.
+/// Idle connections kept per upstream; a connection released beyond this is closed.
 const MAX_IDLE: usize = 256;
 
 #[derive(Debug)]
