@@ -88,7 +88,8 @@ impl Pool {
                 idle.push((sender, now));
             }
         }
-        if !self.reaper.swap(true, Ordering::Relaxed) {
+        // A load first: the swap's write would bounce the cache line on every release.
+        if !self.reaper.load(Ordering::Relaxed) && !self.reaper.swap(true, Ordering::Relaxed) {
             self.start_reaper();
         }
     }
