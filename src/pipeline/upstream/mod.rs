@@ -38,7 +38,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let sent = tokio::time::timeout(upstream.timeouts.request, exchange(pool, req)).await;
-    let (mut response, sender) = match sent {
+    let (mut response, sender, connection) = match sent {
         Ok(Ok(done)) => done,
         Ok(Err(err)) => return Err(failure(upstream, &err, trace)),
         Err(_) => {
@@ -56,7 +56,7 @@ pub async fn forward(
         }
     };
     // The status is in the trace once the response is recorded.
-    trace.step(Stage::Upstream, "upstream answered");
+    trace.step(Stage::Upstream, connection.note());
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
     {
@@ -77,6 +77,27 @@ pub async fn forward(
     Ok(response.map(|incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)))))
 }
 
+/// Which connection carried the exchange.
+#[derive(Clone, Copy, Debug)]
+enum Connection {
+    Reused,
+    New,
+    /// The idle connection tried first had been closed by the upstream before keyway wrote.
+    Replaced,
+}
+
+impl Connection {
+    fn note(self) -> &'static str {
+        match self {
+            Connection::Reused => "upstream answered on a reused connection",
+            Connection::New => "upstream answered on a new connection",
+            Connection::Replaced => {
+                "upstream answered on a new connection (the idle one had been closed by the upstream)"
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum ExchangeError {
     Connect(ConnectError),
@@ -88,12 +109,16 @@ enum ExchangeError {
 async fn exchange(
     pool: &Pool,
     mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Sender), ExchangeError> {
+) -> Result<(Response<Incoming>, Sender, Connection), ExchangeError> {
+    let mut connection = Connection::New;
     if let Some(mut sender) = pool.reuse().await {
         match sender.try_send_request(req).await {
-            Ok(response) => return Ok((response, sender)),
+            Ok(response) => return Ok((response, sender, Connection::Reused)),
             Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
+                Some(unsent) => {
+                    req = unsent;
+                    connection = Connection::Replaced;
+                }
                 None => return Err(ExchangeError::Exchange(e.into_error())),
             },
         }
@@ -103,7 +128,7 @@ async fn exchange(
         .send_request(req)
         .await
         .map_err(ExchangeError::Exchange)?;
-    Ok((response, sender))
+    Ok((response, sender, connection))
 }
 
 fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refusal {
