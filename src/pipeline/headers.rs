@@ -269,7 +269,7 @@ pub struct Client {
     pub tls: bool,
     ip_value: HeaderValue,
     /// This hop's Forwarded element without its host: `for=<node>;proto=<scheme>`.
-    forwarded: Bytes,
+    forwarded: HeaderValue,
     /// The values for the host the connection's last request named: a keep-alive client nearly
     /// always names the same one.
     last_host: Mutex<Option<HostValues>>,
@@ -297,7 +297,9 @@ impl Client {
             // An IP address is always a valid header value.
             ip_value: HeaderValue::from_str(&ip_text)
                 .unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: Bytes::from(forwarded),
+            // Built from an IP address and a scheme: always a valid header value.
+            forwarded: HeaderValue::from_str(&forwarded)
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
             last_host: Mutex::new(None),
         }
     }
@@ -310,7 +312,7 @@ impl Client {
             return Some(values.clone());
         }
         let mut element = BytesMut::with_capacity(self.forwarded.len() + host.len() + 8);
-        element.extend_from_slice(&self.forwarded);
+        element.extend_from_slice(self.forwarded.as_bytes());
         element.extend_from_slice(b";host=\"");
         element.extend_from_slice(host.as_bytes());
         element.extend_from_slice(b"\"");
@@ -372,8 +374,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str
     }
     let element = match host_values {
         Some(v) => v.forwarded,
-        None => HeaderValue::from_maybe_shared(client.forwarded.clone())
-            .unwrap_or(HeaderValue::from_static("for=unknown")),
+        None => client.forwarded.clone(),
     };
     let forwarded = match peer
         .trusted

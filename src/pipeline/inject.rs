@@ -67,12 +67,12 @@ pub fn apply(
 
 fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
     let headers = &mut parts.headers;
-    let mut put = |name: &HeaderName, prebuilt: Option<&HeaderValue>, text: &str| {
-        let value = match prebuilt {
-            Some(v) => Ok(v.clone()),
-            None => HeaderValue::from_str(text),
-        };
-        match value {
+    // A value built with the config when there is one, else made from `text`.
+    let mut put = |name: &HeaderName, prebuilt: Option<&HeaderValue>, text: &dyn Fn() -> String| {
+        match prebuilt
+            .cloned()
+            .map_or_else(|| HeaderValue::try_from(text()), Ok)
+        {
             Ok(v) => {
                 headers.insert(name.clone(), v);
             }
@@ -83,26 +83,25 @@ fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
         }
     };
     let consumer = id.consumer.as_deref();
-    // An API-key subject is the consumer's name: its value was built with the config.
+    // An API-key subject is the consumer's name.
     let subject_value = consumer
         .filter(|c| *c.name == *id.subject)
         .and_then(|c| c.name_value.as_ref());
-    put(&X_KEYWAY_SUBJECT, subject_value, &id.subject);
+    put(&X_KEYWAY_SUBJECT, subject_value, &|| id.subject.clone());
     if let Some(c) = consumer {
-        put(&X_KEYWAY_CONSUMER, c.name_value.as_ref(), &c.name);
+        put(&X_KEYWAY_CONSUMER, c.name_value.as_ref(), &|| {
+            c.name.to_string()
+        });
     }
     if !id.groups.is_empty() {
         let prebuilt = consumer
             .filter(|c| Arc::ptr_eq(&c.groups, &id.groups))
             .and_then(|c| c.groups_value.as_ref());
-        let joined = if prebuilt.is_some() {
-            String::new()
-        } else {
-            id.groups.join(",")
-        };
-        put(&X_KEYWAY_GROUPS, prebuilt, &joined);
+        put(&X_KEYWAY_GROUPS, prebuilt, &|| id.groups.join(","));
     }
-    put(&X_KEYWAY_AUTHENTICATOR, None, &id.authenticator);
+    put(&X_KEYWAY_AUTHENTICATOR, None, &|| {
+        id.authenticator.to_string()
+    });
     for (name, value) in &id.headers {
         parts.headers.insert(name.clone(), value.clone());
     }

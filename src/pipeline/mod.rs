@@ -117,24 +117,30 @@ async fn proxy(
             format!("Route {} has no upstream.", route.name),
         ));
     };
-    // The upstream speaks HTTP/1.1 whatever the client spoke; keep the client's host for it.
-    if !parts.headers.contains_key(http::header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(http::header::HOST, host);
-    }
+    // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
+    // client's (an HTTP/2 request carries it in the URI, which `inject` makes origin-form), else
+    // the upstream's own for an HTTP/1.0 client that sent none.
+    let client_authority = parts.uri.authority().cloned();
     parts.version = http::Version::HTTP_11;
     inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
     parts
         .headers
         .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
-    if !parts.headers.contains_key(http::header::HOST)
-        && let Target::Http { authority, .. } = &upstream.target
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        // An HTTP/1.0 client may send no Host; HTTP/1.1 requires one.
-        parts.headers.insert(http::header::HOST, host);
+    if !parts.headers.contains_key(http::header::HOST) {
+        let host = match (&client_authority, &upstream.target) {
+            (Some(authority), _) => Some(authority),
+            (None, Target::Http { authority, .. }) => {
+                trace.step(
+                    Stage::Inject,
+                    "no Host from the client: sent the upstream's",
+                );
+                Some(authority)
+            }
+            (None, Target::Echo) => None,
+        };
+        if let Some(Ok(host)) = host.map(|a| HeaderValue::from_str(a.as_str())) {
+            parts.headers.insert(http::header::HOST, host);
+        }
     }
     match (&upstream.target, &upstream.pool) {
         (Target::Echo, _) => {

@@ -248,3 +248,20 @@ async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(up.connections(), 2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_http2_request_reaches_the_upstream_with_its_authority_as_host() {
+    let up = upstream_ok().await;
+    let gw = start(&public_config(&up.url(), "")).await;
+    let req = Request::get(gw.url("/h2"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let response = client_h2().request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/h2");
+    assert_eq!(seen.headers["host"], gw.addr.to_string());
+    assert_eq!(seen.headers["x-forwarded-host"], "127.0.0.1");
+    gw.stop().await;
+}
