@@ -1,7 +1,9 @@
 //! Prometheus metrics, in a registry owned by the app (no globals: many gateways per process).
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -44,6 +46,8 @@ struct ReloadLabels {
 }
 
 pub struct Metrics {
+    /// Tells this registry's handles apart in the per-thread cache (many gateways per process).
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
@@ -86,7 +90,9 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             duration,
@@ -96,17 +102,14 @@ impl Metrics {
     }
 
     pub fn observe(&self, trace: &Trace) {
-        let route = Name(trace.route.clone());
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                status: trace.status,
-                reason: trace.reason_code(),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&RouteLabels { route })
-            .observe(trace.elapsed_us() as f64 / 1e6);
+        let reason = trace.reason_code();
+        let seconds = trace.elapsed_us() as f64 / 1e6;
+        HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let handles = cache.get(self, &trace.route, trace.status, reason);
+            handles.requests.inc();
+            handles.duration.observe(seconds);
+        });
         for removal in &trace.removals {
             self.removals
                 .get_or_create(&RemovalLabels {
@@ -130,5 +133,142 @@ impl Metrics {
             let _ = writeln!(out, "# encoding failed");
         }
         out
+    }
+}
+
+/// The metric handles a request is counted in. Looking them up in their families hashes the
+/// labels under a lock; consecutive requests nearly always repeat the last few label sets, so
+/// each worker thread keeps those handles at hand.
+struct Handles {
+    metrics_id: u64,
+    route: Option<Arc<str>>,
+    status: u16,
+    reason: &'static str,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Handles {
+    fn matches(
+        &self,
+        metrics_id: u64,
+        route: &Option<Arc<str>>,
+        status: u16,
+        reason: &str,
+    ) -> bool {
+        let same_route = match (&self.route, route) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.metrics_id == metrics_id
+            && same_route
+            && self.status == status
+            && self.reason == reason
+    }
+}
+
+const CACHED_HANDLES: usize = 4;
+
+#[derive(Default)]
+struct HandleCache {
+    entries: Vec<Handles>,
+    /// The entry the next miss replaces once the cache is full (round robin).
+    next: usize,
+}
+
+impl HandleCache {
+    fn get(
+        &mut self,
+        metrics: &Metrics,
+        route: &Option<Arc<str>>,
+        status: u16,
+        reason: &'static str,
+    ) -> &Handles {
+        let hit = self
+            .entries
+            .iter()
+            .position(|h| h.matches(metrics.id, route, status, reason));
+        let index = match hit {
+            Some(i) => i,
+            None => {
+                let name = Name(route.clone());
+                let handles = Handles {
+                    metrics_id: metrics.id,
+                    route: route.clone(),
+                    status,
+                    reason,
+                    requests: metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            route: name.clone(),
+                            status,
+                            reason,
+                        })
+                        .clone(),
+                    duration: metrics
+                        .duration
+                        .get_or_create(&RouteLabels { route: name })
+                        .clone(),
+                };
+                if self.entries.len() < CACHED_HANDLES {
+                    self.entries.push(handles);
+                    self.entries.len() - 1
+                } else {
+                    let i = self.next;
+                    self.next = (i + 1) % CACHED_HANDLES;
+                    self.entries[i] = handles;
+                    i
+                }
+            }
+        };
+        &self.entries[index]
+    }
+}
+
+thread_local! {
+    static HANDLES: RefCell<HandleCache> = RefCell::default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::request_id;
+
+    fn trace(route: &Arc<str>, status: u16) -> Trace {
+        let mut t = Trace::start(request_id::mint(), http::Method::GET, "/");
+        t.route = Some(route.clone());
+        t.status = status;
+        t
+    }
+
+    fn count(text: &str, route: &str, status: u16) -> Option<String> {
+        let prefix = format!("keyway_requests_total{{route=\"{route}\",status=\"{status}\",");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn cached_handles_count_in_their_own_registry_and_label_set() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let routes: Vec<Arc<str>> = (0..6).map(|i| Arc::from(format!("r{i}"))).collect();
+        // More label sets than the per-thread cache holds, interleaved, on two registries.
+        for _ in 0..3 {
+            for route in &routes {
+                a.observe(&trace(route, 200));
+                a.observe(&trace(route, 404));
+            }
+            b.observe(&trace(&routes[0], 200));
+        }
+        // A reloaded route with the same name is the same series.
+        a.observe(&trace(&Arc::from("r0"), 200));
+        let (a, b) = (a.render(), b.render());
+        assert_eq!(count(&a, "r0", 200).as_deref(), Some("4"));
+        assert_eq!(count(&a, "r5", 404).as_deref(), Some("3"));
+        assert_eq!(count(&b, "r0", 200).as_deref(), Some("3"));
+        assert_eq!(count(&b, "r1", 200), None);
+        assert!(a.contains("keyway_request_duration_seconds_count{route=\"r3\"} 6"));
     }
 }

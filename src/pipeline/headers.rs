@@ -276,7 +276,7 @@ pub struct Client {
 }
 
 #[derive(Clone, Debug)]
-struct HostValues {
+pub struct HostValues {
     host: Box<str>,
     x_forwarded_host: HeaderValue,
     forwarded: HeaderValue,
@@ -305,7 +305,7 @@ impl Client {
     }
 
     /// X-Forwarded-Host and this hop's Forwarded element for `host`.
-    fn host_values(&self, host: &str) -> Option<HostValues> {
+    pub fn host_values(&self, host: &str) -> Option<HostValues> {
         if let Ok(last) = self.last_host.lock()
             && let Some(values) = last.as_ref().filter(|v| &*v.host == host)
         {
@@ -341,13 +341,56 @@ pub struct Peer<'a> {
     pub trusted: bool,
 }
 
+/// The forwarding headers a request arrived with, found in one pass over its header names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardingSent {
+    x_forwarded_for: bool,
+    x_forwarded_proto: bool,
+    x_forwarded_host: bool,
+    x_real_ip: bool,
+    forwarded: bool,
+}
+
+impl ForwardingSent {
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut sent = ForwardingSent::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "x-forwarded-for" => sent.x_forwarded_for = true,
+                "x-forwarded-proto" => sent.x_forwarded_proto = true,
+                "x-forwarded-host" => sent.x_forwarded_host = true,
+                "x-real-ip" => sent.x_real_ip = true,
+                "forwarded" => sent.forwarded = true,
+                _ => {}
+            }
+        }
+        sent
+    }
+
+    /// Any of X-Forwarded-For/-Proto/-Host or Forwarded (the chains a client could forge).
+    pub fn any_chain(&self) -> bool {
+        self.x_forwarded_for || self.x_forwarded_proto || self.x_forwarded_host || self.forwarded
+    }
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded: appended to the incoming chain
 /// from a trusted peer, replacing it otherwise.
 pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str>) {
+    let sent = ForwardingSent::of(headers);
+    let host_values = host.and_then(|h| peer.client.host_values(h));
+    apply_forwarding(headers, peer, host_values, sent);
+}
+
+/// `set_forwarding` for a request whose sent headers and host values are already known.
+pub fn apply_forwarding(
+    headers: &mut HeaderMap,
+    peer: Peer<'_>,
+    host_values: Option<HostValues>,
+    sent: ForwardingSent,
+) {
     let client = peer.client;
-    let host_values = host.and_then(|h| client.host_values(h));
-    let xff = match peer
-        .trusted
+    let keep = |was_sent: bool| peer.trusted && was_sent;
+    let xff = match keep(sent.x_forwarded_for)
         .then(|| chain_of(headers, &X_FORWARDED_FOR))
         .flatten()
     {
@@ -355,29 +398,29 @@ pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str
         None => Some(client.ip_value.clone()),
     };
     put(headers, &X_FORWARDED_FOR, xff);
-    if !(peer.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !keep(sent.x_forwarded_proto) {
         let proto = HeaderValue::from_static(Client::proto(client.tls));
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
-    if !(peer.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+    if !keep(sent.x_forwarded_host) {
         match &host_values {
             Some(v) => {
                 headers.insert(X_FORWARDED_HOST.clone(), v.x_forwarded_host.clone());
             }
-            None => {
+            None if sent.x_forwarded_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
-    if !(peer.trusted && headers.contains_key(&X_REAL_IP)) {
+    if !keep(sent.x_real_ip) {
         headers.insert(X_REAL_IP.clone(), client.ip_value.clone());
     }
     let element = match host_values {
         Some(v) => v.forwarded,
         None => client.forwarded.clone(),
     };
-    let forwarded = match peer
-        .trusted
+    let forwarded = match keep(sent.forwarded)
         .then(|| chain_of(headers, &header::FORWARDED))
         .flatten()
     {
@@ -432,7 +475,7 @@ mod tests {
     }
 
     fn trace() -> Trace {
-        Trace::start("t".into(), http::Method::GET, "/")
+        Trace::start(crate::pipeline::request_id::mint(), http::Method::GET, "/")
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::authn::Identity;
-use super::headers::{Peer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, set_forwarding};
+use super::headers::{ForwardingSent, Peer, apply_forwarding};
 use super::router::{PathMatch, request_host};
 use super::trace::{Stage, Trace};
 use crate::config::runtime::{Route, Target, Upstream};
-use http::header::FORWARDED;
 
 pub static X_KEYWAY_SUBJECT: HeaderName = HeaderName::from_static("x-keyway-subject");
 pub static X_KEYWAY_CONSUMER: HeaderName = HeaderName::from_static("x-keyway-consumer");
@@ -28,21 +27,15 @@ pub fn apply(
 ) {
     // The forwarding, request-id and identity headers in one allocation rather than several.
     parts.headers.reserve(8);
-    let host = request_host(parts).map(str::to_owned);
-    if !peer.trusted
-        && parts.headers.keys().any(|k| {
-            k == X_FORWARDED_FOR
-                || k == X_FORWARDED_PROTO
-                || k == X_FORWARDED_HOST
-                || k == FORWARDED
-        })
-    {
+    let sent = ForwardingSent::of(&parts.headers);
+    if !peer.trusted && sent.any_chain() {
         trace.step(
             Stage::Inject,
             "replaced the client's forwarding headers: the peer is not in trusted_proxies",
         );
     }
-    set_forwarding(&mut parts.headers, peer, host.as_deref());
+    let host_values = request_host(parts).and_then(|h| peer.client.host_values(h));
+    apply_forwarding(&mut parts.headers, peer, host_values, sent);
     if let Some(id) = identity {
         set_identity_headers(parts, id, trace);
     }

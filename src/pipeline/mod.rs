@@ -56,24 +56,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Respo
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
-    let mut trace = Trace::start(
-        request_id::of(&parts.headers),
-        parts.method.clone(),
-        parts.uri.path(),
-    );
-    if parts
-        .headers
-        .get(&request_id::X_REQUEST_ID)
-        .is_some_and(|v| v.as_bytes() != trace.request_id.as_bytes())
-    {
+    let (request_id, replaced) = request_id::of(&parts.headers);
+    let mut trace = Trace::start(request_id, parts.method.clone(), parts.uri.path());
+    if replaced {
         trace.step(
             Stage::Limits,
             "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
         );
     }
-    // Built once: the same value goes to the upstream and back to the client.
-    let id_value =
-        HeaderValue::from_str(&trace.request_id).unwrap_or(HeaderValue::from_static("-"));
+    // The same value goes to the upstream and back to the client.
+    let id_value = trace.request_id.header_value().clone();
     let peer = Peer {
         client,
         trusted: rt.is_trusted(client.ip),
@@ -197,7 +189,7 @@ mod tests {
 
     #[test]
     fn dot_segments_in_any_spelling_are_refused() {
-        let mut t = Trace::start("t".into(), http::Method::GET, "/");
+        let mut t = Trace::start(request_id::mint(), http::Method::GET, "/");
         for bad in [
             "/a/../b",
             "/a/./b",

@@ -83,7 +83,7 @@ pub fn problem_body(refusal: &Refusal, trace: &Trace, detail: DetailLevel) -> Ve
         hint: if full { refusal.hint.as_deref() } else { None },
         route: trace.route.as_deref(),
         authenticator: refusal.authenticator.as_deref(),
-        request_id: &trace.request_id,
+        request_id: trace.request_id.as_str(),
     };
     serde_json::to_vec(&problem).unwrap_or_default()
 }

@@ -2,22 +2,53 @@
 
 use std::cell::Cell;
 
-use http::{HeaderMap, HeaderName};
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn of(headers: &HeaderMap) -> String {
-    headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_well_formed(v))
-        .map_or_else(mint, str::to_owned)
+/// The request's id, kept as the header value it is sent as: built once, it goes to the upstream
+/// and back to the client without being copied or checked again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only well-formed (ASCII) ids are ever stored.
+        self.0.to_str().unwrap_or("-")
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
 }
 
-pub fn is_well_formed(id: &str) -> bool {
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The client's id when well-formed, else a minted one; `true` when a malformed one was replaced.
+pub fn of(headers: &HeaderMap) -> (RequestId, bool) {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if is_well_formed(v.as_bytes()) => (RequestId(v.clone()), false),
+        Some(_) => (mint(), true),
+        None => (mint(), false),
+    }
+}
+
+pub fn is_well_formed(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id
-            .bytes()
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
@@ -33,7 +64,7 @@ fn seed() -> u64 {
 }
 
 /// 32 hex characters from a per-thread xorshift stream seeded by the OS.
-pub fn mint() -> String {
+pub fn mint() -> RequestId {
     let next = |s: &Cell<u64>| {
         let mut x = s.get();
         x ^= x << 13;
@@ -45,13 +76,13 @@ pub fn mint() -> String {
     let (a, b) = STATE.with(|s| (next(s), next(s)));
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 32];
-    let nibbles = (0..16).rev().map(|shift| (a >> (shift * 4)) & 0xf);
-    let nibbles = nibbles.chain((0..16).rev().map(|shift| (b >> (shift * 4)) & 0xf));
-    for (digit, nibble) in id.iter_mut().zip(nibbles) {
-        *digit = HEX[nibble as usize];
+    let bytes = a.to_be_bytes().into_iter().chain(b.to_be_bytes());
+    for (pair, byte) in id.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    // Hex digits are ASCII; the fallback is unreachable.
-    String::from_utf8(id.to_vec()).unwrap_or_default()
+    // Hex digits are always a valid header value.
+    RequestId(HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-")))
 }
 
 #[cfg(test)]
@@ -62,11 +93,15 @@ mod tests {
     fn keeps_well_formed_and_replaces_others() {
         let mut h = HeaderMap::new();
         h.insert(&X_REQUEST_ID, "abc-123:x.y_z".parse().unwrap());
-        assert_eq!(of(&h), "abc-123:x.y_z");
+        assert_eq!(of(&h).0.as_str(), "abc-123:x.y_z");
+        assert!(!of(&h).1);
         h.insert(&X_REQUEST_ID, "bad id!".parse().unwrap());
-        let minted = of(&h);
-        assert_eq!(minted.len(), 32);
-        assert_ne!(minted, of(&h));
-        assert!(!is_well_formed(&"a".repeat(129)));
+        let (minted, replaced) = of(&h);
+        assert!(replaced);
+        assert_eq!(minted.as_str().len(), 32);
+        assert!(minted.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(minted, of(&h).0);
+        assert!(!of(&HeaderMap::new()).1);
+        assert!(!is_well_formed("a".repeat(129).as_bytes()));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::refusal::Refusal;
+use super::request_id::RequestId;
 
 /// The stages of the pipeline, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +85,7 @@ pub struct IdentitySummary {
 
 #[derive(Debug)]
 pub struct Trace {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub method: http::Method,
     pub path: String,
     started: Instant,
@@ -99,7 +100,7 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn start(request_id: String, method: http::Method, path: &str) -> Self {
+    pub fn start(request_id: RequestId, method: http::Method, path: &str) -> Self {
         Trace {
             request_id,
             method,

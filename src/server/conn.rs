@@ -38,13 +38,14 @@ pub struct Builders {
 impl Builders {
     pub fn new(rt: &Runtime) -> Self {
         // hyper's own limits sit above keyway's so that keyway's check answers with
-        // problem+json; hyper refuses only what is far beyond them.
+        // problem+json and a precise detail; hyper refuses only what is beyond them (and
+        // GuardedIo turns that refusal into problem+json too).
         let head_limit = (rt.headers.max_header_bytes + 16 * 1024).max(8192);
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(rt.limits.header_read_timeout)
             .max_buf_size(head_limit)
-            .max_headers(rt.headers.max_headers + 32);
+            .max_headers(hyper_max_headers(rt.headers.max_headers));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(head_limit as u32)
@@ -54,6 +55,18 @@ impl Builders {
             h2,
             header_read_timeout: rt.limits.header_read_timeout,
         }
+    }
+}
+
+/// hyper parses a head into arrays on the stack up to 100 headers and into two heap arrays of
+/// that many entries per request above it; the margin over keyway's own limit stays under 100
+/// whenever keyway's limit allows.
+fn hyper_max_headers(keyway_max: usize) -> usize {
+    const HYPER_INLINE: usize = 100;
+    if keyway_max <= HYPER_INLINE {
+        (keyway_max + 32).min(HYPER_INLINE)
+    } else {
+        keyway_max + 32
     }
 }
 

@@ -71,7 +71,9 @@ impl Authenticator {
     async fn verify(&self, credential: &Secret<String>) -> Result<Identity, Refusal> {
         match self {
             Authenticator::ApiKey(a) => a.verify(credential),
-            Authenticator::Jwt(a) => a.verify(credential).await,
+            // Boxed: a key fetch makes this future large, and every request's future would
+            // otherwise carry that size (an API-key or public route never needs it).
+            Authenticator::Jwt(a) => Box::pin(a.verify(credential)).await,
         }
     }
 

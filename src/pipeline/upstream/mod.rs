@@ -123,6 +123,16 @@ async fn exchange(
             },
         }
     }
+    // Boxed: opening a connection is the rare path, and its state would otherwise size every
+    // request's future.
+    Box::pin(exchange_on_new(pool, req, connection)).await
+}
+
+async fn exchange_on_new(
+    pool: &Pool,
+    req: Request<Incoming>,
+    connection: Connection,
+) -> Result<(Response<Incoming>, Sender, Connection), ExchangeError> {
     let mut sender = pool.connect().await.map_err(ExchangeError::Connect)?;
     let response = sender
         .send_request(req)
@@ -167,21 +177,21 @@ fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refus
     .hint(hint)
 }
 
-static RESPONSE_HOP_BY_HOP: [http::HeaderName; 6] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TRAILER,
-    http::HeaderName::from_static("keep-alive"),
-    http::HeaderName::from_static("proxy-connection"),
-];
+/// Response headers that describe the upstream connection, not the message.
+fn is_response_hop_by_hop(name: &http::HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
 
 fn strip_response_hop_by_hop(headers: &mut http::HeaderMap) {
-    // Comparing a handful of names is cheaper than hashing each for a removal that finds nothing.
-    for name in &RESPONSE_HOP_BY_HOP {
-        if headers.keys().any(|k| k == name) {
-            headers.remove(name);
-        }
+    // A scan of the names, and a removal (which hashes) only for one that is there: usually
+    // just the upstream's `Connection: keep-alive`.
+    while let Some(name) = headers.keys().find(|k| is_response_hop_by_hop(k)).cloned() {
+        headers.remove(name);
     }
 }
 
