@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{ConflictingFraming, FramingFlag};
-use super::guarded_io::{GuardedIo, ReadGate};
+use super::guarded_io::{Answered, GuardedIo, ReadGate};
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
@@ -42,8 +42,9 @@ impl Builders {
         // GuardedIo turns that refusal into problem+json too).
         let head_limit = (rt.headers.max_header_bytes + 16 * 1024).max(8192);
         let mut h1 = http1::Builder::new();
+        // The header read timeout is GuardedIo's (one timer per connection, not per request).
         h1.timer(TokioTimer::new())
-            .header_read_timeout(rt.limits.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(head_limit)
             .max_headers(hyper_max_headers(rt.headers.max_headers));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
@@ -165,15 +166,21 @@ async fn serve<I>(
             req.extensions_mut().insert(ConflictingFraming);
         }
         let in_flight = service_gate.as_ref().map(ReadGate::hold);
+        let answering = service_gate.as_ref().map(ReadGate::answering);
         // Boxed: an idle keep-alive connection then holds a pointer, not the pipeline's state.
         Box::pin(async move {
             let response = pipeline::handle(&app, req, &client).await;
             drop(in_flight);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| Answered::new(body, answering)))
         })
     });
-    let io = TokioIo::new(GuardedIo::new(io, framing, io_app, gate));
     let timeout = builders.header_read_timeout;
+    let io = TokioIo::new(GuardedIo::new(
+        io,
+        framing,
+        io_app,
+        gate.map(|g| (g, timeout)),
+    ));
     let stopping = drain.0.clone();
     let result = if h2 {
         // Boxed so that HTTP/2's larger state does not size every HTTP/1 connection's task.

@@ -46,6 +46,8 @@ enum State {
     ChunkData(u64),
     ChunkCrlf(u8),
     Trailers,
+    /// A head asked for an upgrade; its answer decides whether HTTP/1 goes on.
+    Upgrading,
     /// Upgraded, HTTP/2, or not understood: stop looking.
     Off,
 }
@@ -76,6 +78,16 @@ impl FramingScanner {
         self.heads > self.flag.0.dispatched.load(Ordering::Relaxed)
     }
 
+    /// Waiting for a request head: between two requests, or part of the next head has arrived.
+    pub fn awaiting_head(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
+
+    /// Request heads begun on this connection (a head counts from its first byte).
+    pub fn heads_begun(&self) -> u64 {
+        self.heads
+    }
+
     /// Between two requests: the last body is complete and no byte of the next head has arrived.
     pub fn between_messages(&self) -> bool {
         matches!(self.state, State::Head) && self.line.is_empty()
@@ -85,6 +97,12 @@ impl FramingScanner {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Off => return,
+                // Bytes before the upgrade's answer: a tunnel's, or another head; either way
+                // the scanner can no longer tell.
+                State::Upgrading => {
+                    self.state = State::Off;
+                    return;
+                }
                 State::Body(left) => {
                     let n = (*left).min(bytes.len() as u64) as usize;
                     *left -= n as u64;
@@ -124,13 +142,13 @@ impl FramingScanner {
                     match end {
                         // A head that arrived in one read is read in place, not copied.
                         Some(n) if self.line.is_empty() => {
-                            self.state = self.after_head(&bytes[..n]);
+                            self.state = after_head(&self.flag, &bytes[..n]);
                             bytes = &bytes[n..];
                         }
                         Some(n) => {
                             self.line.extend_from_slice(&bytes[..n]);
                             bytes = &bytes[n..];
-                            self.state = self.after_head(&self.line);
+                            self.state = after_head(&self.flag, &self.line);
                             self.line.clear();
                         }
                         None => {
@@ -191,50 +209,67 @@ impl FramingScanner {
         None
     }
 
-    fn after_head(&self, head: &[u8]) -> State {
-        if head.starts_with(b"PRI * HTTP/2.0") {
-            return State::Off;
-        }
-        let mut content_length: Option<u64> = None;
-        let mut has_cl = false;
-        let mut chunked = false;
-        let mut saw_te = false;
-        let mut upgrade = false;
-        for line in head.split(|&b| b == b'\n').skip(1) {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
+    /// The first bytes of a response are written: after an upgrade's `101` the connection is a
+    /// tunnel; after any other answer HTTP/1 goes on.
+    pub fn response_started(&mut self, first: &[u8]) {
+        // A pipelined earlier request's answer (the upgrade head is the last one begun).
+        let answers_upgrade = self.flag.0.dispatched.load(Ordering::Relaxed) == self.heads;
+        if matches!(self.state, State::Upgrading) && answers_upgrade {
+            self.state = if first.starts_with(b"HTTP/1.1 101 ") {
+                State::Off
+            } else {
+                State::Head
             };
-            let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-            if name.eq_ignore_ascii_case(b"content-length") {
-                has_cl = true;
-                content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                saw_te = true;
-                chunked |= value
-                    .split(|&b| b == b',')
-                    .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                upgrade = true;
-            }
         }
-        if saw_te && has_cl {
-            self.flag.0.conflicting.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The state after a complete request head: its body's framing, or a stop.
+fn after_head(flag: &FramingFlag, head: &[u8]) -> State {
+    if head.starts_with(b"PRI * HTTP/2.0") {
+        return State::Off;
+    }
+    let mut content_length: Option<u64> = None;
+    let mut has_cl = false;
+    let mut chunked = false;
+    let mut saw_te = false;
+    let mut upgrade = false;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            has_cl = true;
+            content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            saw_te = true;
+            chunked |= value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
         }
-        match (
-            upgrade || head.starts_with(b"CONNECT "),
-            saw_te,
-            chunked,
-            has_cl,
-            content_length,
-        ) {
-            (true, ..) => State::Off,
-            (_, true, true, ..) => State::ChunkSize,
-            (_, true, false, ..) => State::Off,
-            (_, _, _, false, _) | (_, _, _, true, Some(0)) => State::Head,
-            (_, _, _, true, Some(n)) => State::Body(n),
-            (_, _, _, true, None) => State::Off,
-        }
+    }
+    if saw_te && has_cl {
+        flag.0.conflicting.store(true, Ordering::Relaxed);
+    }
+    match (
+        upgrade || head.starts_with(b"CONNECT "),
+        saw_te,
+        chunked,
+        has_cl,
+        content_length,
+    ) {
+        // Without a body to skip, the answer tells whether HTTP/1 goes on.
+        (true, false, _, false, _) if !head.starts_with(b"CONNECT ") => State::Upgrading,
+        (true, ..) => State::Off,
+        (_, true, true, ..) => State::ChunkSize,
+        (_, true, false, ..) => State::Off,
+        (_, _, _, false, _) | (_, _, _, true, Some(0)) => State::Head,
+        (_, _, _, true, Some(n)) => State::Body(n),
+        (_, _, _, true, None) => State::Off,
     }
 }
 
@@ -328,5 +363,46 @@ mod tests {
         assert!(!scan(&[
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"
         ]));
+    }
+
+    #[test]
+    fn an_upgrade_head_stops_the_scan_only_when_answered_101() {
+        let upgrade = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let conflicting =
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+        // Refused (401): HTTP/1 goes on, and the next head is still scanned.
+        let flag = FramingFlag::default();
+        let mut s = FramingScanner::new(flag.clone());
+        s.feed(upgrade);
+        assert!(!s.awaiting_head());
+        flag.dispatched();
+        s.response_started(b"HTTP/1.1 401 Unauthorized\r\n");
+        assert!(s.awaiting_head());
+        s.feed(conflicting);
+        assert!(flag.is_set());
+
+        // Switched (101): what follows is the tunnel's, never a head.
+        let flag = FramingFlag::default();
+        let mut s = FramingScanner::new(flag.clone());
+        s.feed(upgrade);
+        flag.dispatched();
+        s.response_started(b"HTTP/1.1 101 Switching Protocols\r\n");
+        s.feed(conflicting);
+        assert!(!flag.is_set());
+        assert!(!s.awaiting_head());
+
+        // An earlier pipelined request's answer does not decide the upgrade.
+        let flag = FramingFlag::default();
+        let mut s = FramingScanner::new(flag.clone());
+        s.feed(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        s.feed(upgrade);
+        flag.dispatched();
+        s.response_started(b"HTTP/1.1 200 OK\r\n");
+        assert!(!s.awaiting_head());
+        flag.dispatched();
+        s.response_started(b"HTTP/1.1 101 Switching Protocols\r\n");
+        s.feed(conflicting);
+        assert!(!flag.is_set());
     }
 }

@@ -5,15 +5,18 @@
 //!   wrapper recognises that head on its way out and writes keyway's refusal instead.
 //! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`), and
 //!   on HTTP/1 connections reading pauses between messages while a request is in flight
-//!   (`ReadGate`).
+//!   (`ReadGate`), and a connection that waits too long for a request head is closed
+//!   (`HeadTimer`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::framing::{FramingFlag, FramingScanner};
 use crate::app::App;
@@ -31,17 +34,72 @@ pub struct GuardedIo<T> {
     scanner: FramingScanner,
     /// HTTP/1 only: HTTP/2 multiplexes, so reading must never pause.
     gate: Option<Arc<ReadGate>>,
+    /// HTTP/1 only, with `gate`.
+    head_timer: Option<HeadTimer>,
 }
 
 impl<T> GuardedIo<T> {
-    pub fn new(inner: T, framing: FramingFlag, app: Arc<App>, gate: Option<Arc<ReadGate>>) -> Self {
+    /// `http1` carries the connection's read gate and its header read timeout.
+    pub fn new(
+        inner: T,
+        framing: FramingFlag,
+        app: Arc<App>,
+        http1: Option<(Arc<ReadGate>, Duration)>,
+    ) -> Self {
+        let (gate, head_timer) = match http1 {
+            Some((gate, timeout)) => (Some(gate), Some(HeadTimer::new(timeout))),
+            None => (None, None),
+        };
         GuardedIo {
             inner,
             app,
             pending: None,
             scanner: FramingScanner::new(framing),
             gate,
+            head_timer,
         }
+    }
+}
+
+/// The header read timeout of an HTTP/1 connection: one that waits for a request head, whether
+/// idle between requests or receiving a head slowly (slowloris), for `period` is closed.
+///
+/// hyper's own timeout arms and disarms a timer for every request. This one timer per
+/// connection fires once per period instead: an expiry that finds the connection waiting for the
+/// same head as the expiry before closes it, so the wait lasts between one and two periods.
+struct HeadTimer {
+    sleep: Pin<Box<Sleep>>,
+    period: Duration,
+    /// Heads begun on the connection when the last expiry found it waiting for a head.
+    waiting_at: Option<u64>,
+}
+
+impl HeadTimer {
+    fn new(period: Duration) -> Self {
+        HeadTimer {
+            sleep: Box::pin(tokio::time::sleep(period)),
+            period,
+            waiting_at: None,
+        }
+    }
+
+    /// Whether the connection has waited too long; `waiting` says whether it waits for a head
+    /// now, `heads` counts the heads begun on it.
+    fn expired(&mut self, cx: &mut Context<'_>, waiting: bool, heads: u64) -> bool {
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if !waiting {
+            self.waiting_at = None;
+        } else if self.waiting_at == Some(heads) {
+            return true;
+        } else {
+            self.waiting_at = Some(heads);
+        }
+        self.sleep.as_mut().reset(Instant::now() + self.period);
+        // Registers the re-armed timer with this task.
+        let _ = self.sleep.as_mut().poll(cx);
+        false
     }
 }
 
@@ -56,6 +114,9 @@ impl<T> GuardedIo<T> {
 pub struct ReadGate {
     in_flight: AtomicBool,
     waker: Mutex<Option<Waker>>,
+    /// From a request's dispatch until its response body is written (or abandoned): the
+    /// connection is not waiting for a head meanwhile.
+    answering: AtomicBool,
 }
 
 impl ReadGate {
@@ -63,6 +124,17 @@ impl ReadGate {
     pub fn hold(self: &Arc<Self>) -> InFlight {
         self.in_flight.store(true, Ordering::Release);
         InFlight(self.clone())
+    }
+
+    /// Marks a request being answered until the returned guard (kept by the response body) is
+    /// dropped.
+    pub fn answering(self: &Arc<Self>) -> Answering {
+        self.answering.store(true, Ordering::Release);
+        Answering(self.clone())
+    }
+
+    fn is_answering(&self) -> bool {
+        self.answering.load(Ordering::Acquire)
     }
 
     fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
@@ -89,6 +161,50 @@ impl Drop for InFlight {
         if let Some(w) = self.0.waker().take() {
             w.wake();
         }
+    }
+}
+
+/// A request being answered; dropped with its response body.
+pub struct Answering(Arc<ReadGate>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.store(false, Ordering::Release);
+    }
+}
+
+/// A response body that keeps its request marked as being answered until hyper drops it.
+pub struct Answered<B> {
+    body: B,
+    _answering: Option<Answering>,
+}
+
+impl<B> Answered<B> {
+    pub fn new(body: B, answering: Option<Answering>) -> Self {
+        Answered {
+            body,
+            _answering: answering,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -165,6 +281,7 @@ impl<T: AsyncWrite + Unpin> GuardedIo<T> {
     }
 
     fn intercept(&mut self, first: &[u8], total: usize) -> Option<usize> {
+        self.scanner.response_started(first);
         // Writes for a request hyper dispatched (a body, an upgraded tunnel) are never rewritten,
         // whatever their bytes look like.
         if !self.scanner.awaiting_dispatch() {
@@ -183,6 +300,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let (Some(timer), Some(gate)) = (&mut this.head_timer, &this.gate) {
+            let waiting = this.scanner.awaiting_head() && !gate.is_answering();
+            if timer.expired(cx, waiting, this.scanner.heads_begun()) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no complete request head within the header read timeout",
+                )));
+            }
+        }
         if let Some(gate) = &this.gate
             && this.scanner.between_messages()
             && gate.must_wait(cx.waker())

@@ -1,7 +1,11 @@
 //! Item 4 (limits): header count and size, slowloris, and malformed request heads over raw TCP.
 //! Nothing malformed ever reaches the upstream.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -285,5 +289,80 @@ async fn bare_lf_cannot_hide_a_header_from_the_policy() {
     assert_eq!(seen.headers["x-a"], "1");
     assert!(!seen.headers.contains_key("x-keyway-subject"), "{seen:?}");
     assert_eq!(seen.headers["host"], "x");
+    gw.stop().await;
+}
+
+/// Reads from `stream` until `needle` has arrived, within 5 s.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        matches!(found, Ok(true)),
+        "{needle:?} never arrived: {text}"
+    );
+    text
+}
+
+/// The header read timeout bounds a keep-alive connection's wait for its next request, and never
+/// a response still being streamed to the client, however long that takes.
+#[tokio::test]
+async fn the_header_read_timeout_closes_idle_connections_not_slow_answers() {
+    let timeout = Duration::from_millis(300);
+    let (release_tx, release_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let release_rx = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let addr = serve_raw(move |_req| {
+        let release_rx = release_rx.clone();
+        async move {
+            let (tx, body) = channel_body();
+            let mut release = release_rx.lock().await.take().expect("one request");
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"first")).await;
+                if let Some(last) = release.recv().await {
+                    let _ = tx.send(last).await;
+                }
+            });
+            Response::new(body)
+        }
+    })
+    .await;
+    let gw = start(&public_config(
+        &format!("http://{addr}"),
+        "limits: {header_read_timeout: 300ms}",
+    ))
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, "first").await;
+    // Three timeouts pass while the answer is still streaming: the connection stays open.
+    let mut buf = [0u8; 64];
+    let quiet = tokio::time::timeout(3 * timeout, stream.read(&mut buf)).await;
+    assert!(quiet.is_err(), "the connection ended mid-answer: {quiet:?}");
+    release_tx.send(Bytes::from_static(b"last")).await.unwrap();
+    drop(release_tx);
+    read_until(&mut stream, "0\r\n\r\n").await;
+
+    // Answered and idle: closed once the timeout has passed, not before.
+    let idle_from = Instant::now();
+    closed_within("idle keep-alive", &mut stream, Duration::from_secs(5)).await;
+    assert!(
+        idle_from.elapsed() >= timeout - Duration::from_millis(50),
+        "closed after {:?} idle",
+        idle_from.elapsed()
+    );
     gw.stop().await;
 }
