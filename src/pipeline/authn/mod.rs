@@ -117,7 +117,7 @@ pub async fn authenticate(
                 trace.step(Stage::Authn, format!("{}: no credential", auth.name()));
                 continue;
             }
-            Lookup::Conflict(a, b) => return Err(conflicting(auth, &a, &b, trace)),
+            Lookup::Conflict(a, b) => return Err(conflicting(auth, a, b, trace)),
             Lookup::Found {
                 credential,
                 sources,
@@ -139,13 +139,13 @@ pub async fn authenticate(
         for later in &route.auth[i + 1..] {
             match lookup(later.sources(), parts) {
                 Lookup::None => {}
-                Lookup::Conflict(a, b) => return Err(conflicting(later, &a, &b, trace)),
+                Lookup::Conflict(a, b) => return Err(conflicting(later, a, b, trace)),
                 Lookup::Found {
                     credential: other,
                     sources: where_found,
                 } => {
                     if other.expose() != credential.expose() {
-                        return Err(conflicting(auth, &sources[0], &where_found[0], trace));
+                        return Err(conflicting(auth, sources[0], where_found[0], trace));
                     }
                     for source in where_found {
                         if !sources.contains(&source) {

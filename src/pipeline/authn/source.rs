@@ -1,5 +1,6 @@
 //! Where authenticators look for credentials: `header:NAME`, `query:NAME`, `cookie:NAME`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::HeaderName;
@@ -107,44 +108,61 @@ impl Source {
         }
     }
 
-    /// Every credential in this source: a header, parameter or cookie may be repeated, and a
-    /// repeat with another value is a second credential.
-    fn read(&self, parts: &Parts) -> Vec<String> {
+    /// Every credential in this source, handed to `each` until it returns false: a header,
+    /// parameter or cookie may be repeated, and a repeat with another value is a second
+    /// credential. Values are borrowed from the request where they can be.
+    fn each_value<'p>(&self, parts: &'p Parts, each: &mut dyn FnMut(Cow<'p, str>) -> bool) {
         match self {
-            Source::Header { name, twin } => parts
-                .headers
-                .get_all(name)
-                .iter()
-                .chain(twin.iter().flat_map(|t| parts.headers.get_all(t).iter()))
-                .filter_map(|value| {
-                    let text = value.to_str().ok()?.trim();
-                    if name == AUTHORIZATION {
-                        let (scheme, token) = text.split_once(' ')?;
-                        return scheme
-                            .eq_ignore_ascii_case("bearer")
-                            .then(|| token.trim().to_owned())
-                            .filter(|t| !t.is_empty());
+            Source::Header { name, twin } => {
+                let values = parts
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .chain(twin.iter().flat_map(|t| parts.headers.get_all(t).iter()));
+                for value in values {
+                    let Some(text) = value.to_str().ok().map(str::trim) else {
+                        continue;
+                    };
+                    let credential = if name == AUTHORIZATION {
+                        match text.split_once(' ') {
+                            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                                token.trim()
+                            }
+                            _ => continue,
+                        }
+                    } else {
+                        text
+                    };
+                    if !credential.is_empty() && !each(Cow::Borrowed(credential)) {
+                        return;
                     }
-                    (!text.is_empty()).then(|| text.to_owned())
-                })
-                .collect(),
-            Source::Query(param) => parts.uri.query().map_or_else(Vec::new, |q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, v)| k == param.as_str() && !v.is_empty())
-                    .map(|(_, v)| v.into_owned())
-                    .collect()
-            }),
-            Source::Cookie(cookie_name) => parts
-                .headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|c| c.trim().split_once('='))
-                .filter(|(k, _)| k == cookie_name)
-                .map(|(_, v)| v.trim_matches('"').to_owned())
-                .filter(|v| !v.is_empty())
-                .collect(),
+                }
+            }
+            Source::Query(param) => {
+                let Some(query) = parts.uri.query() else {
+                    return;
+                };
+                for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                    if k == param.as_str() && !v.is_empty() && !each(v) {
+                        return;
+                    }
+                }
+            }
+            Source::Cookie(cookie_name) => {
+                let pairs = parts
+                    .headers
+                    .get_all(COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|c| c.trim().split_once('='));
+                for (k, v) in pairs {
+                    let v = v.trim_matches('"');
+                    if k == cookie_name && !v.is_empty() && !each(Cow::Borrowed(v)) {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -194,38 +212,45 @@ impl fmt::Display for Source {
 }
 
 /// What the sources of one authenticator hold.
-pub enum Lookup {
+pub enum Lookup<'a> {
     None,
     /// One credential, possibly repeated in several sources (the same value twice is no conflict).
     Found {
         credential: Secret<String>,
-        sources: Vec<Source>,
+        sources: Vec<&'a Source>,
     },
     /// Two different credentials in two sources.
-    Conflict(Source, Source),
+    Conflict(&'a Source, &'a Source),
 }
 
-pub fn lookup(sources: &[Source], parts: &Parts) -> Lookup {
-    let mut found: Option<(String, Vec<Source>)> = None;
+pub fn lookup<'a>(sources: &'a [Source], parts: &Parts) -> Lookup<'a> {
+    let mut found: Option<(Cow<'_, str>, Vec<&'a Source>)> = None;
+    let mut conflict = None;
     for source in sources {
-        for value in source.read(parts) {
-            match &mut found {
-                None => found = Some((value, vec![source.clone()])),
-                Some((first, where_found)) if *first == value => {
-                    if where_found.last() != Some(source) {
-                        where_found.push(source.clone());
-                    }
-                }
-                Some((_, where_found)) => {
-                    return Lookup::Conflict(where_found[0].clone(), source.clone());
-                }
+        source.each_value(parts, &mut |value| match &mut found {
+            None => {
+                found = Some((value, vec![source]));
+                true
             }
+            Some((first, where_found)) if *first == value => {
+                if where_found.last() != Some(&source) {
+                    where_found.push(source);
+                }
+                true
+            }
+            Some((_, where_found)) => {
+                conflict = Some(Lookup::Conflict(where_found[0], source));
+                false
+            }
+        });
+        if let Some(conflict) = conflict {
+            return conflict;
         }
     }
     match found {
         None => Lookup::None,
         Some((value, sources)) => Lookup::Found {
-            credential: Secret::new(value),
+            credential: Secret::new(value.into_owned()),
             sources,
         },
     }
