@@ -108,12 +108,18 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
 pub struct Router {
     /// Sorted most specific first.
     routes: Vec<Arc<Route>>,
+    /// Some route matches on the host: only then is it read for routing.
+    matches_hosts: bool,
 }
 
 impl Router {
     pub fn new(mut routes: Vec<Arc<Route>>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
-        Router { routes }
+        let matches_hosts = routes.iter().any(|r| r.matcher.host != HostMatch::Any);
+        Router {
+            routes,
+            matches_hosts,
+        }
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {
@@ -121,7 +127,11 @@ impl Router {
     }
 
     pub fn find(&self, parts: &Parts) -> Option<&Arc<Route>> {
-        let host = request_host(parts);
+        let host = if self.matches_hosts {
+            request_host(parts)
+        } else {
+            None
+        };
         let path = parts.uri.path();
         self.routes
             .iter()
