@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::refusal::Refusal;
 use super::trace::{RemovalCause, Stage, Trace};
+use super::upstream::deadline::RequestTimer;
 use crate::config::file::UnderscorePolicy;
 use crate::reason::Reason;
 
@@ -262,7 +263,8 @@ fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &
 }
 
 /// The client end of a connection. The forwarding values that depend only on it are formatted
-/// once per connection rather than once per request.
+/// once per connection rather than once per request, and an HTTP/1 connection's requests share
+/// one upstream request timer.
 #[derive(Debug)]
 pub struct Client {
     pub ip: IpAddr,
@@ -273,6 +275,8 @@ pub struct Client {
     /// The values for the host the connection's last request named: a keep-alive client nearly
     /// always names the same one.
     last_host: Mutex<Option<HostValues>>,
+    /// HTTP/1 only: its requests never overlap.
+    request_timer: Option<RequestTimer>,
 }
 
 #[derive(Clone, Debug)]
@@ -301,7 +305,18 @@ impl Client {
             forwarded: HeaderValue::from_str(&forwarded)
                 .unwrap_or(HeaderValue::from_static("for=unknown")),
             last_host: Mutex::new(None),
+            request_timer: None,
         }
+    }
+
+    /// For a connection whose requests come one after another (HTTP/1).
+    pub fn with_request_timer(mut self) -> Self {
+        self.request_timer = Some(RequestTimer::default());
+        self
+    }
+
+    pub fn request_timer(&self) -> Option<&RequestTimer> {
+        self.request_timer.as_ref()
     }
 
     /// X-Forwarded-Host and this hop's Forwarded element for `host`.

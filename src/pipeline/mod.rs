@@ -145,6 +145,7 @@ async fn proxy(
                 pool,
                 Request::from_parts(parts, body),
                 upgrade,
+                peer.client.request_timer(),
                 trace,
             )
             .await

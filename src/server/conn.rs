@@ -154,7 +154,12 @@ async fn serve<I>(
     let arrived = first_request.clone();
     let gate = (!h2).then(|| Arc::new(ReadGate::default()));
     let service_gate = gate.clone();
-    let client = Arc::new(Client::new(peer.ip(), is_tls));
+    let client = Client::new(peer.ip(), is_tls);
+    let client = Arc::new(if h2 {
+        client
+    } else {
+        client.with_request_timer()
+    });
     let service = service_fn(move |mut req: http::Request<Incoming>| {
         arrived.notify_one();
         // The scanner's head is dispatched: what is written now is keyway's answer, never

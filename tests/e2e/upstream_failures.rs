@@ -82,6 +82,82 @@ async fn an_upstream_that_never_answers_is_504_upstream_timeout() {
     gw.stop().await;
 }
 
+/// One client connection, two upstreams: a quick answer under a long timeout, then a silent
+/// upstream under a short one. Each request keeps its own upstream's timeout.
+#[tokio::test]
+async fn each_request_on_a_keep_alive_connection_gets_its_upstreams_timeout() {
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let silent = raw_server(move |mut stream| {
+        let held_tx = held_tx.clone();
+        tokio::spawn(async move {
+            read_head(&mut stream).await;
+            let _ = held_tx.send(stream);
+        })
+    })
+    .await;
+    let quick = upstream_ok().await;
+    let gw = start(&format!(
+        r#"
+upstreams:
+  quick: {{url: "{}", timeouts: {{request: 60s}}}}
+  silent: {{url: "http://{silent}", timeouts: {{request: 300ms}}}}
+routes:
+  - {{name: quick, match: {{path_prefix: /quick/}}, upstream: quick, auth: []}}
+  - {{name: silent, match: {{path_prefix: /silent/}}, upstream: silent, auth: []}}
+"#,
+        quick.url()
+    ))
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut exchange = async |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let head = tokio::time::timeout(Duration::from_secs(5), read_response(&mut stream))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {path} within 5s"));
+        (head, started.elapsed())
+    };
+    let (first, _) = exchange("/quick/1").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let (timed_out, took) = exchange("/silent/1").await;
+    assert!(timed_out.starts_with("HTTP/1.1 504"), "{timed_out}");
+    assert!(timed_out.contains("upstream.timeout"), "{timed_out}");
+    assert!(took >= Duration::from_millis(300), "gave up after {took:?}");
+    let (again, _) = exchange("/quick/2").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert!(held_rx.recv().await.is_some());
+    gw.stop().await;
+}
+
+/// Reads one response with a Content-Length body off `stream`.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_upstream_that_is_not_http_is_502_upstream_protocol() {
     let garbage = raw_server(|mut stream| {

@@ -1,6 +1,7 @@
 //! The upstream proxy: reused connections (see `pool`), bodies streamed both ways, upgrades
 //! spliced.
 
+pub mod deadline;
 pub mod pool;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use self::deadline::RequestTimer;
 use self::pool::{ConnectError, Lease, Pool, Sender};
 use super::body::{Body, UpstreamBody};
 use super::refusal::Refusal;
@@ -34,14 +36,15 @@ pub async fn forward(
     pool: &Arc<Pool>,
     mut req: Request<Incoming>,
     upgrade: bool,
+    timer: Option<&RequestTimer>,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let sent = tokio::time::timeout(upstream.timeouts.request, exchange(pool, req)).await;
+    let sent = deadline::within(timer, upstream.timeouts.request, exchange(pool, req)).await;
     let (mut response, sender, connection) = match sent {
-        Ok(Ok(done)) => done,
-        Ok(Err(err)) => return Err(failure(upstream, &err, trace)),
-        Err(_) => {
+        Some(Ok(done)) => done,
+        Some(Err(err)) => return Err(failure(upstream, &err, trace)),
+        None => {
             trace.step(Stage::Upstream, "timed out waiting for the response");
             return Err(Refusal::new(
                 Reason::UpstreamTimeout,
