@@ -29,7 +29,7 @@ pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) 
     }
     let identity = identity.map_or(Value::Null, |id| {
         json!({
-            "subject": id.subject,
+            "subject": &*id.subject,
             "consumer": id.consumer_name(),
             "groups": &*id.groups,
             "authenticator": &*id.authenticator,

@@ -80,7 +80,7 @@ fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
     let subject_value = consumer
         .filter(|c| *c.name == *id.subject)
         .and_then(|c| c.name_value.as_ref());
-    put(&X_KEYWAY_SUBJECT, subject_value, &|| id.subject.clone());
+    put(&X_KEYWAY_SUBJECT, subject_value, &|| id.subject.to_string());
     if let Some(c) = consumer {
         put(&X_KEYWAY_CONSUMER, c.name_value.as_ref(), &|| {
             c.name.to_string()

@@ -80,7 +80,7 @@ pub struct Removal {
 pub struct IdentitySummary {
     pub authenticator: Arc<str>,
     pub consumer: Option<Arc<str>>,
-    pub subject: String,
+    pub subject: Arc<str>,
 }
 
 #[derive(Debug)]

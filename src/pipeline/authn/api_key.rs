@@ -51,7 +51,7 @@ impl ApiKeyAuth {
             .hint("Check that the key is complete and that its sha256 form is in a consumer's api_keys (`keyway hash-key`).")
         })?;
         Ok(Identity {
-            subject: consumer.name.to_string(),
+            subject: consumer.name.clone(),
             consumer: Some(consumer.clone()),
             groups: consumer.groups.clone(),
             authenticator: self.name.clone(),

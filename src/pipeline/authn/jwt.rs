@@ -295,8 +295,8 @@ impl JwtAuth {
         times: Times,
     ) -> Result<(Identity, Times), Refusal> {
         let subject = match &self.identity_claim {
-            Some(name) => self.subject_from(&claims, name)?,
-            None => ck.consumer.name.to_string(),
+            Some(name) => self.subject_from(&claims, name)?.into(),
+            None => ck.consumer.name.clone(),
         };
         let headers = self.mapped_headers(&claims)?;
         Ok((
@@ -318,7 +318,7 @@ impl JwtAuth {
         times: Times,
     ) -> Result<(Identity, Times), Refusal> {
         let name = self.identity_claim.as_deref().unwrap_or("sub");
-        let subject = self.subject_from(&claims, name)?;
+        let subject = self.subject_from(&claims, name)?.into();
         let groups = match claims.get(&self.groups_claim) {
             Some(v) => claims::groups(v, &self.groups_claim).map_err(refusal)?,
             None => Vec::new(),

@@ -23,7 +23,7 @@ use crate::secret::Secret;
 /// Who a request is, as established by one authenticator.
 #[derive(Clone, Debug)]
 pub struct Identity {
-    pub subject: String,
+    pub subject: Arc<str>,
     pub consumer: Option<Arc<Consumer>>,
     pub groups: Arc<[String]>,
     pub authenticator: Arc<str>,
@@ -160,7 +160,7 @@ pub async fn authenticate(
         for piece in [
             auth.name(),
             ": authenticated ",
-            &identity.subject,
+            &*identity.subject,
             " from ",
             &from,
         ] {
@@ -169,9 +169,11 @@ pub async fn authenticate(
         trace.step(Stage::Authn, note);
         trace.identity = Some(identity.summary());
         if !route.forward_client_credentials {
-            for (i, source) in sources.iter().enumerate() {
+            // The first source's label is already built: it moves into the removal record.
+            let mut first_label = Some(from);
+            for source in &sources {
                 source.remove_from(parts);
-                let label = if i == 0 { from.clone() } else { source.label() };
+                let label = first_label.take().unwrap_or_else(|| source.label());
                 trace.removed(label, RemovalCause::ConsumedCredential);
             }
         }
