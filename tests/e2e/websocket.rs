@@ -52,9 +52,10 @@ async fn ws_echo() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
     (addr, handshakes)
 }
 
-async fn gateway(upstream: SocketAddr) -> Gateway {
+async fn gateway(upstream: SocketAddr, extra: &str) -> Gateway {
     start(&format!(
         r#"
+{extra}
 upstreams:
   pods:
     url: "http://{upstream}"
@@ -74,7 +75,7 @@ routes:
 #[tokio::test]
 async fn an_authenticated_upgrade_carries_the_injected_credential_and_echoes() {
     let (upstream, handshakes) = ws_echo().await;
-    let gw = gateway(upstream).await;
+    let gw = gateway(upstream, "").await;
     let mut request = format!("ws://{}/ws/pods?watch=1", gw.addr)
         .into_client_request()
         .unwrap();
@@ -130,7 +131,7 @@ async fn an_authenticated_upgrade_carries_the_injected_credential_and_echoes() {
 #[tokio::test]
 async fn an_upgrade_without_the_key_is_refused_at_the_handshake() {
     let (upstream, handshakes) = ws_echo().await;
-    let gw = gateway(upstream).await;
+    let gw = gateway(upstream, "").await;
     for key in [None, Some("wrong-key")] {
         let mut request = format!("ws://{}/ws/pods", gw.addr)
             .into_client_request()
@@ -201,7 +202,8 @@ async fn an_upgraded_connection_is_a_transparent_tunnel() {
             });
         }
     });
-    let gw = gateway(upstream).await;
+    // A short header read timeout: it must never close a tunnel, however quiet.
+    let gw = gateway(upstream, "limits: {header_read_timeout: 200ms}").await;
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     client
         .write_all(
@@ -233,6 +235,9 @@ async fn an_upgraded_connection_is_a_transparent_tunnel() {
         &b"plain bytes"[..],
         b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
     ] {
+        // Quiet for three header read timeouts: the tunnel stays open.
+        let quiet = tokio::time::timeout(Duration::from_millis(600), client.read(&mut buf)).await;
+        assert!(quiet.is_err(), "the tunnel ended while quiet: {quiet:?}");
         client.write_all(message).await.unwrap();
         let mut echoed = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), async {
