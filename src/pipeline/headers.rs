@@ -274,14 +274,14 @@ pub struct Client {
     forwarded: HeaderValue,
     /// The values for the host the connection's last request named: a keep-alive client nearly
     /// always names the same one.
-    last_host: Mutex<Option<HostValues>>,
+    last_host: Mutex<Option<(Box<str>, HostValues)>>,
     /// HTTP/1 only: its requests never overlap.
     request_timer: Option<RequestTimer>,
 }
 
+/// X-Forwarded-Host and this hop's Forwarded element for one host (cloned by reference count).
 #[derive(Clone, Debug)]
 pub struct HostValues {
-    host: Box<str>,
     x_forwarded_host: HeaderValue,
     forwarded: HeaderValue,
 }
@@ -322,7 +322,7 @@ impl Client {
     /// X-Forwarded-Host and this hop's Forwarded element for `host`.
     pub fn host_values(&self, host: &str) -> Option<HostValues> {
         if let Ok(last) = self.last_host.lock()
-            && let Some(values) = last.as_ref().filter(|v| &*v.host == host)
+            && let Some((_, values)) = last.as_ref().filter(|(h, _)| &**h == host)
         {
             return Some(values.clone());
         }
@@ -332,12 +332,11 @@ impl Client {
         element.extend_from_slice(host.as_bytes());
         element.extend_from_slice(b"\"");
         let values = HostValues {
-            host: host.into(),
             x_forwarded_host: HeaderValue::from_str(host).ok()?,
             forwarded: HeaderValue::from_maybe_shared(element.freeze()).ok()?,
         };
         if let Ok(mut last) = self.last_host.lock() {
-            *last = Some(values.clone());
+            *last = Some((host.into(), values.clone()));
         }
         Some(values)
     }

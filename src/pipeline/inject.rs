@@ -115,12 +115,13 @@ fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
         let trimmed = prefix.trim_end_matches('/');
         path = path.strip_prefix(trimmed).unwrap_or(path);
     }
-    let mut pq =
-        String::with_capacity(base_path.len() + path.len() + 1 + uri.query().map_or(0, str::len));
-    pq.push_str(base_path.trim_end_matches('/'));
-    if !path.starts_with('/') {
-        pq.push('/');
-    }
+    let base = base_path.trim_end_matches('/');
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    // Exactly the length: the URI then takes the buffer over without another allocation.
+    let len = base.len() + slash.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1);
+    let mut pq = String::with_capacity(len);
+    pq.push_str(base);
+    pq.push_str(slash);
     pq.push_str(path);
     if let Some(q) = uri.query() {
         pq.push('?');

@@ -4,6 +4,7 @@ use std::cell::Cell;
 
 use std::fmt;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -81,8 +82,12 @@ pub fn mint() -> RequestId {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    // Hex digits are always a valid header value.
-    RequestId(HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-")))
+    // Owned by one shared allocation: the clones for the upstream and the response only count
+    // references. Hex digits are always a valid header value.
+    RequestId(
+        HeaderValue::from_maybe_shared(Bytes::from_owner(id))
+            .unwrap_or(HeaderValue::from_static("-")),
+    )
 }
 
 #[cfg(test)]
