@@ -116,6 +116,16 @@ fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
         path = path.strip_prefix(trimmed).unwrap_or(path);
     }
     let base = base_path.trim_end_matches('/');
+    // Nothing to rewrite: the request's own path and query, shared rather than copied.
+    if base.is_empty()
+        && path.len() == uri.path().len()
+        && path.starts_with('/')
+        && let Some(pq) = uri.path_and_query()
+    {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(pq.clone());
+        return Uri::from_parts(parts).ok();
+    }
     let slash = if path.starts_with('/') { "" } else { "/" };
     // Exactly the length: the URI then takes the buffer over without another allocation.
     let len = base.len() + slash.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1);
