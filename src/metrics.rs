@@ -236,7 +236,7 @@ mod tests {
     use crate::pipeline::request_id;
 
     fn trace(route: &Arc<str>, status: u16) -> Trace {
-        let mut t = Trace::start(request_id::mint(), http::Method::GET, "/");
+        let mut t = Trace::start(request_id::mint(), http::Method::GET, Default::default());
         t.route = Some(route.clone());
         t.status = status;
         t

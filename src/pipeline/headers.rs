@@ -489,7 +489,11 @@ mod tests {
     }
 
     fn trace() -> Trace {
-        Trace::start(crate::pipeline::request_id::mint(), http::Method::GET, "/")
+        Trace::start(
+            crate::pipeline::request_id::mint(),
+            http::Method::GET,
+            Default::default(),
+        )
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

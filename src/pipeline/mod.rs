@@ -24,7 +24,7 @@ use self::authn::Identity;
 use self::body::Body;
 use self::headers::{Client, Peer};
 use self::refusal::Refusal;
-use self::trace::{Stage, Trace};
+use self::trace::{RequestPath, Stage, Trace};
 use crate::app::App;
 use crate::config::runtime::{Route, Runtime, Target};
 use crate::reason::Reason;
@@ -57,7 +57,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Respo
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
     let (request_id, replaced) = request_id::of(&parts.headers);
-    let mut trace = Trace::start(request_id, parts.method.clone(), parts.uri.path());
+    let mut trace = Trace::start(
+        request_id,
+        parts.method.clone(),
+        RequestPath::of(&parts.uri),
+    );
     if replaced {
         trace.step(
             Stage::Limits,
@@ -190,7 +194,11 @@ mod tests {
 
     #[test]
     fn dot_segments_in_any_spelling_are_refused() {
-        let mut t = Trace::start(request_id::mint(), http::Method::GET, "/");
+        let mut t = Trace::start(
+            request_id::mint(),
+            http::Method::GET,
+            RequestPath::default(),
+        );
         for bad in [
             "/a/../b",
             "/a/./b",

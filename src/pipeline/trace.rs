@@ -83,11 +83,39 @@ pub struct IdentitySummary {
     pub subject: Arc<str>,
 }
 
+/// The request's path (never its query, which can hold credentials), shared with the request's
+/// URI rather than copied.
+#[derive(Clone, Default)]
+pub struct RequestPath(Option<http::Uri>);
+
+impl RequestPath {
+    pub fn of(uri: &http::Uri) -> Self {
+        RequestPath(Some(uri.clone()))
+    }
+
+    /// Empty when the request head could not be read.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("", http::Uri::path)
+    }
+}
+
+impl std::fmt::Display for RequestPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 #[derive(Debug)]
 pub struct Trace {
     pub request_id: RequestId,
     pub method: http::Method,
-    pub path: String,
+    pub path: RequestPath,
     started: Instant,
     pub route: Option<Arc<str>>,
     pub steps: Vec<Step>,
@@ -100,11 +128,11 @@ pub struct Trace {
 }
 
 impl Trace {
-    pub fn start(request_id: RequestId, method: http::Method, path: &str) -> Self {
+    pub fn start(request_id: RequestId, method: http::Method, path: RequestPath) -> Self {
         Trace {
             request_id,
             method,
-            path: path.to_owned(),
+            path,
             started: Instant::now(),
             route: None,
             steps: Vec::with_capacity(8),
@@ -145,5 +173,21 @@ impl Trace {
 
     pub fn reason_code(&self) -> &'static str {
         self.refusal.as_ref().map_or("", |r| r.reason.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_path_never_shows_the_query() {
+        let uri: http::Uri = "http://gw.example/tools/run?api_key=s3cret&x=1"
+            .parse()
+            .unwrap();
+        let path = RequestPath::of(&uri);
+        assert_eq!(path.to_string(), "/tools/run");
+        assert_eq!(format!("{path:?}"), "\"/tools/run\"");
+        assert_eq!(RequestPath::default().as_str(), "");
     }
 }

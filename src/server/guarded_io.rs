@@ -22,7 +22,7 @@ use super::framing::{FramingFlag, FramingScanner};
 use crate::app::App;
 use crate::pipeline::refusal::{Refusal, problem_body};
 use crate::pipeline::request_id;
-use crate::pipeline::trace::{Stage, Trace};
+use crate::pipeline::trace::{RequestPath, Stage, Trace};
 use crate::reason::Reason;
 
 pub struct GuardedIo<T> {
@@ -242,7 +242,7 @@ fn refuse(app: &App, reason: Reason) -> Vec<u8> {
     };
     // The head could not be read, so neither its method nor its path is known.
     let method = http::Method::from_bytes(b"-").unwrap_or_default();
-    let mut trace = Trace::start(request_id::mint(), method, "");
+    let mut trace = Trace::start(request_id::mint(), method, RequestPath::default());
     trace.step(Stage::Limits, "refused by the HTTP parser");
     let refusal = Refusal::new(reason, detail);
     let body = problem_body(&refusal, &trace, rt.detail);
