@@ -35,6 +35,24 @@ where
     addr
 }
 
+/// An upstream that reads each request head and never answers; each connection is handed to the
+/// receiver, which keeps it open and silent for as long as the test holds it.
+async fn silent_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+) {
+    let (held_tx, held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = raw_server(move |mut stream| {
+        let held_tx = held_tx.clone();
+        tokio::spawn(async move {
+            read_head(&mut stream).await;
+            let _ = held_tx.send(stream);
+        })
+    })
+    .await;
+    (addr, held_rx)
+}
+
 #[tokio::test]
 async fn connection_refused_is_502_upstream_unreachable() {
     // Nothing listens on port 1 (binding it needs privileges).
@@ -52,16 +70,7 @@ async fn connection_refused_is_502_upstream_unreachable() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_is_504_upstream_timeout() {
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
-    let addr = raw_server(move |mut stream| {
-        let held_tx = held_tx.clone();
-        tokio::spawn(async move {
-            read_head(&mut stream).await;
-            // Keep the connection open and silent for as long as the test runs.
-            let _ = held_tx.send(stream);
-        })
-    })
-    .await;
+    let (addr, mut held_rx) = silent_upstream().await;
     let gw = start(&config(&format!("http://{addr}"), "{request: 300ms}")).await;
     let started = Instant::now();
     let answer = tokio::time::timeout(Duration::from_secs(5), get(&gw.url("/slow"), &[]))
@@ -86,15 +95,7 @@ async fn an_upstream_that_never_answers_is_504_upstream_timeout() {
 /// upstream under a short one. Each request keeps its own upstream's timeout.
 #[tokio::test]
 async fn each_request_on_a_keep_alive_connection_gets_its_upstreams_timeout() {
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
-    let silent = raw_server(move |mut stream| {
-        let held_tx = held_tx.clone();
-        tokio::spawn(async move {
-            read_head(&mut stream).await;
-            let _ = held_tx.send(stream);
-        })
-    })
-    .await;
+    let (silent, mut held_rx) = silent_upstream().await;
     let quick = upstream_ok().await;
     let gw = start(&format!(
         r#"
