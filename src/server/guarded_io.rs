@@ -10,7 +10,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -114,9 +114,10 @@ impl HeadTimer {
 pub struct ReadGate {
     in_flight: AtomicBool,
     waker: Mutex<Option<Waker>>,
-    /// From a request's dispatch until its response body is written (or abandoned): the
-    /// connection is not waiting for a head meanwhile.
-    answering: AtomicBool,
+    /// Requests from dispatch until their response body is written (or abandoned): the
+    /// connection is not waiting for a head meanwhile. A count, so that a body hyper drops only
+    /// after dispatching the next request cannot clear the next one's mark.
+    answering: AtomicUsize,
 }
 
 impl ReadGate {
@@ -129,12 +130,12 @@ impl ReadGate {
     /// Marks a request being answered until the returned guard (kept by the response body) is
     /// dropped.
     pub fn answering(self: &Arc<Self>) -> Answering {
-        self.answering.store(true, Ordering::Release);
+        self.answering.fetch_add(1, Ordering::AcqRel);
         Answering(self.clone())
     }
 
     fn is_answering(&self) -> bool {
-        self.answering.load(Ordering::Acquire)
+        self.answering.load(Ordering::Acquire) > 0
     }
 
     fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
@@ -169,7 +170,7 @@ pub struct Answering(Arc<ReadGate>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.0.answering.store(false, Ordering::Release);
+        self.0.answering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
