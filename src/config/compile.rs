@@ -298,8 +298,13 @@ fn compile_upstream(
     path: &str,
     d: &mut Diagnostics,
 ) -> Option<Upstream> {
+    let timeouts = Timeouts {
+        connect: u.timeouts.connect.map_or(Duration::from_secs(2), |t| t.0),
+        request: u.timeouts.request.map_or(Duration::from_secs(60), |t| t.0),
+        idle: u.timeouts.idle.map_or(Duration::from_secs(90), |t| t.0),
+    };
     let target = match (&u.url, &u.builtin) {
-        (Some(url), None) => parse_upstream_url(&url.0, at, path, d)?,
+        (Some(url), None) => parse_upstream_url(&url.0, &timeouts, at, path, d)?,
         (None, Some(b)) if b.0 == "echo" => Target::Echo,
         (None, Some(b)) => {
             d.error(
@@ -317,11 +322,6 @@ fn compile_upstream(
             d.error(Some(at), path, "an upstream needs a url (or builtin: echo)");
             return None;
         }
-    };
-    let timeouts = Timeouts {
-        connect: u.timeouts.connect.map_or(Duration::from_secs(2), |t| t.0),
-        request: u.timeouts.request.map_or(Duration::from_secs(60), |t| t.0),
-        idle: u.timeouts.idle.map_or(Duration::from_secs(90), |t| t.0),
     };
     let mut inject = Vec::new();
     for (header, value) in &u.inject {
@@ -346,10 +346,6 @@ fn compile_upstream(
             ),
         }
     }
-    let pool = match &target {
-        Target::Http { authority, .. } => Some(Pool::new(authority, &timeouts)),
-        Target::Echo => None,
-    };
     Some(Upstream {
         name: Arc::from(name),
         target,
@@ -359,11 +355,16 @@ fn compile_upstream(
             .probe_path
             .as_ref()
             .map_or("/".to_owned(), |p| p.0.clone()),
-        pool,
     })
 }
 
-fn parse_upstream_url(url: &str, at: &Location, path: &str, d: &mut Diagnostics) -> Option<Target> {
+fn parse_upstream_url(
+    url: &str,
+    timeouts: &Timeouts,
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Option<Target> {
     let path = format!("{path}.url");
     let Ok(uri) = url.parse::<http::Uri>() else {
         d.error(Some(at), path, format!("{url:?} is not a URL"));
@@ -397,6 +398,7 @@ fn parse_upstream_url(url: &str, at: &Location, path: &str, d: &mut Diagnostics)
         scheme: scheme.clone(),
         authority: authority.clone(),
         base_path: uri.path().trim_end_matches('/').to_owned(),
+        pool: Pool::new(authority, timeouts),
     })
 }
 
@@ -758,7 +760,8 @@ fn compile_route(
     Some(Route {
         name: Arc::from(r.name.value.0.as_str()),
         matcher: matcher?,
-        upstream,
+        // Missing only when an error was reported: the config is refused then.
+        upstream: upstream?,
         auth,
         allow,
         on_unauthenticated,

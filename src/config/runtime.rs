@@ -87,7 +87,7 @@ impl Consumer {
 pub struct Route {
     pub name: Arc<str>,
     pub matcher: Matcher,
-    pub upstream: Option<Arc<Upstream>>,
+    pub upstream: Arc<Upstream>,
     pub auth: Vec<Arc<Authenticator>>,
     pub allow: Option<Allow>,
     pub on_unauthenticated: OnUnauthenticated,
@@ -101,6 +101,8 @@ pub enum Target {
         scheme: Scheme,
         authority: Authority,
         base_path: String,
+        /// Connections, shared by every worker.
+        pool: Arc<Pool>,
     },
     Echo,
 }
@@ -120,8 +122,6 @@ pub struct Upstream {
     /// Headers set on every request to this upstream; values are secrets.
     pub inject: Vec<(HeaderName, Secret<HeaderValue>)>,
     pub probe_path: String,
-    /// Connections, shared by every worker; `None` for builtin upstreams.
-    pub pool: Option<Arc<Pool>>,
 }
 
 impl Upstream {

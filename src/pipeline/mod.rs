@@ -75,10 +75,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Respo
         trusted: rt.is_trusted(client.ip),
     };
     let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
-        Ok(decision) => {
-            let request = Request::from_parts(parts, body);
-            proxy(decision, request, peer, &id_value, upgrade, &mut trace).await
-        }
+        Ok(decision) => proxy(decision, parts, body, peer, &id_value, upgrade, &mut trace).await,
         Err(refusal) => Err(refusal),
     };
     let mut response = match result {
@@ -99,20 +96,15 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Respo
 
 async fn proxy(
     decision: Decision,
-    request: Request<Incoming>,
+    mut parts: Parts,
+    body: Incoming,
     peer: Peer<'_>,
     request_id: &HeaderValue,
     upgrade: bool,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
-    let (mut parts, body) = request.into_parts();
     let Decision { route, identity } = decision;
-    let Some(upstream) = route.upstream.as_ref() else {
-        return Err(Refusal::new(
-            Reason::RouteNone,
-            format!("Route {} has no upstream.", route.name),
-        ));
-    };
+    let upstream = &*route.upstream;
     // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
     // client's (an HTTP/2 request carries it in the URI, which `inject` makes origin-form), else
     // the upstream's own for an HTTP/1.0 client that sent none.
@@ -138,12 +130,12 @@ async fn proxy(
             parts.headers.insert(http::header::HOST, host);
         }
     }
-    match (&upstream.target, &upstream.pool) {
-        (Target::Echo, _) => {
+    match &upstream.target {
+        Target::Echo => {
             trace.step(Stage::Upstream, "builtin echo answered");
             Ok(echo::respond(&parts, upstream, identity.as_ref()))
         }
-        (Target::Http { .. }, Some(pool)) => {
+        Target::Http { pool, .. } => {
             upstream::forward(
                 upstream,
                 pool,
@@ -154,10 +146,6 @@ async fn proxy(
             )
             .await
         }
-        (Target::Http { .. }, None) => Err(Refusal::new(
-            Reason::UpstreamUnreachable,
-            format!("Upstream {} has no connections.", upstream.name),
-        )),
     }
 }
 
