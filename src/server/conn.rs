@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::drain::Drain;
 use super::framing::{ConflictingFraming, FramingFlag};
 use super::guarded_io::{Answered, GuardedIo, ReadGate};
 use crate::app::App;
@@ -186,7 +187,7 @@ async fn serve<I>(
         io_app,
         gate.map(|g| (g, timeout)),
     ));
-    let stopping = drain.0.clone();
+    let stopping = drain.receiver();
     let result = if h2 {
         // Boxed so that HTTP/2's larger state does not size every HTTP/1 connection's task.
         let conn = builders.h2.serve_connection(io, service);
@@ -231,40 +232,4 @@ async fn first_request_within<F: Future>(
         _ = stopping.changed() => return None,
     }
     Some(conn.await)
-}
-
-/// A connection's part in graceful shutdown: on the signal, the connection stops taking new
-/// requests and finishes those in flight; dropping the receiver tells the listener it is done.
-pub struct Drain(watch::Receiver<()>);
-
-impl Drain {
-    pub fn new(rx: watch::Receiver<()>) -> Self {
-        Drain(rx)
-    }
-
-    /// `fut`'s output, or `None` once shutdown has begun (without consuming the signal).
-    async fn unless_stopping<F: Future>(&self, fut: F) -> Option<F::Output> {
-        let mut stopping = self.0.clone();
-        tokio::select! {
-            biased;
-            out = fut => Some(out),
-            _ = stopping.changed() => None,
-        }
-    }
-
-    async fn run<C, T, E>(
-        mut self,
-        conn: C,
-        shutdown: impl FnOnce(std::pin::Pin<&mut C>),
-    ) -> Result<T, E>
-    where
-        C: Future<Output = Result<T, E>>,
-    {
-        tokio::pin!(conn);
-        tokio::select! {
-            result = &mut conn => return result,
-            _ = self.0.changed() => shutdown(conn.as_mut()),
-        }
-        conn.await
-    }
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{FramingFlag, FramingScanner};
+use super::part_waker::PartWaker;
 use crate::app::App;
 use crate::pipeline::refusal::{Refusal, problem_body};
 use crate::pipeline::request_id;
@@ -69,6 +70,8 @@ impl<T> GuardedIo<T> {
 /// same head as the expiry before closes it, so the wait lasts between one and two periods.
 struct HeadTimer {
     sleep: Pin<Box<Sleep>>,
+    /// The sleep is polled only when it fired, not on every read.
+    sleep_waker: PartWaker,
     period: Duration,
     /// Heads begun on the connection when the last expiry found it waiting for a head.
     waiting_at: Option<u64>,
@@ -78,6 +81,7 @@ impl HeadTimer {
     fn new(period: Duration) -> Self {
         HeadTimer {
             sleep: Box::pin(tokio::time::sleep(period)),
+            sleep_waker: PartWaker::new(),
             period,
             waiting_at: None,
         }
@@ -86,7 +90,11 @@ impl HeadTimer {
     /// Whether the connection has waited too long; `waiting` says whether it waits for a head
     /// now, `heads` counts the heads begun on it.
     fn expired(&mut self, cx: &mut Context<'_>, waiting: bool, heads: u64) -> bool {
-        if self.sleep.as_mut().poll(cx).is_pending() {
+        let sleep = &mut self.sleep;
+        let fired = self
+            .sleep_waker
+            .poll(cx, |cx| sleep.as_mut().poll(cx).is_ready());
+        if fired != Some(true) {
             return false;
         }
         if !waiting {
@@ -97,8 +105,9 @@ impl HeadTimer {
             self.waiting_at = Some(heads);
         }
         self.sleep.as_mut().reset(Instant::now() + self.period);
-        // Registers the re-armed timer with this task.
-        let _ = self.sleep.as_mut().poll(cx);
+        // Registers the re-armed timer.
+        let sleep = &mut self.sleep;
+        let _ = self.sleep_waker.poll_now(cx, |cx| sleep.as_mut().poll(cx));
         false
     }
 }

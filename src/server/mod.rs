@@ -3,8 +3,10 @@
 
 pub mod admin;
 mod conn;
+mod drain;
 pub mod framing;
 mod guarded_io;
+mod part_waker;
 
 use std::io;
 use std::net::SocketAddr;
@@ -107,7 +109,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let builders = builders.clone();
-        let drain = conn::Drain::new(drain_rx.clone());
+        let drain = drain::Drain::new(drain_rx.clone());
         match &tls {
             None => tokio::spawn(conn::serve_plain(stream, peer, app, builders, drain)),
             Some(acceptor) => tokio::spawn(conn::serve_tls(
