@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 /// One connection's timer for its requests' upstream exchanges; never shared by two requests at
@@ -37,28 +38,58 @@ impl RequestTimer {
     }
 }
 
-/// `fut`'s output, or `None` when it has not finished within `limit`.
-pub async fn within<F: Future>(
-    timer: Option<&RequestTimer>,
-    limit: Duration,
-    fut: F,
-) -> Option<F::Output> {
-    let Some(timer) = timer else {
-        return tokio::time::timeout(limit, fut).await.ok();
-    };
+pin_project! {
+    /// `fut`'s output, or `None` when it has not finished within its limit.
+    ///
+    /// A struct rather than an async fn: the future it wraps is stored once, where an async fn
+    /// would hold it in each of its branches and enlarge every request's state with it.
+    pub struct Within<'a, F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        clock: Clock<'a>,
+    }
+}
+
+pin_project! {
+    #[project = ClockProj]
+    enum Clock<'a> {
+        /// The connection's timer, with this request's deadline.
+        Shared { timer: &'a RequestTimer, deadline: Instant },
+        /// A timer of the request's own (HTTP/2).
+        Own { #[pin] sleep: Sleep },
+    }
+}
+
+pub fn within<F: Future>(timer: Option<&RequestTimer>, limit: Duration, fut: F) -> Within<'_, F> {
     let deadline = Instant::now() + limit;
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+    let clock = match timer {
+        Some(timer) => Clock::Shared { timer, deadline },
+        None => Clock::Own {
+            sleep: tokio::time::sleep_until(deadline),
+        },
+    };
+    Within { fut, clock }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if timer.expired(cx, deadline) {
+        let expired = match this.clock.project() {
+            ClockProj::Shared { timer, deadline } => timer.expired(cx, *deadline),
+            ClockProj::Own { sleep } => sleep.poll(cx).is_ready(),
+        };
+        if expired {
             Poll::Ready(None)
         } else {
             Poll::Pending
         }
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
