@@ -173,12 +173,13 @@ async fn serve<I>(
         }
         let in_flight = service_gate.as_ref().map(ReadGate::hold);
         let answering = service_gate.as_ref().map(ReadGate::answering);
-        // Boxed: an idle keep-alive connection then holds a pointer, not the pipeline's state.
-        Box::pin(async move {
+        // Not boxed: hyper's HTTP/1 dispatcher keeps the in-flight future in one box per
+        // connection, reused by every request; a box here would be allocated per request.
+        async move {
             let response = pipeline::handle(&app, req, &client).await;
             drop(in_flight);
             Ok::<_, Infallible>(response.map(|body| Answered::new(body, answering)))
-        })
+        }
     });
     let timeout = builders.header_read_timeout;
     let io = TokioIo::new(GuardedIo::new(
