@@ -2,12 +2,17 @@
 # bench/proxy.sh -- keyway vs nginx vs HAProxy: throughput, latency, idle memory.
 #
 # One run:
-#   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set;
+#   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set, and
+#      the hyper-floor example;
 #   2. starts an nginx upstream that answers every request with "ok\n";
 #   3. starts three proxies in front of it: nginx, HAProxy, keyway
 #      (keyway with an unauthenticated route `/` and an api-key route `/keyed/`;
 #      JWT rows: keyway's jwt authenticator and HAProxy's jwt_verify, with the
-#      same HS256 and RS256 tokens, `alg` pinned and `exp` checked on both);
+#      same HS256 and RS256 tokens, `alg` pinned and `exp` checked on both),
+#      plus two references without targets: nginx setting the headers keyway
+#      adds, and hyper-floor (examples/hyper_floor.rs), a proxy made of
+#      keyway's HTTP stack alone, which shows what the stack allows and what
+#      keyway's stages cost;
 #   4. runs wrk (1 thread, 50 connections) against each target after a 1s
 #      warm-up, parses req/s and p50/p99 latency; repeats that ROUNDS times,
 #      interleaved, and keeps each target's median;
@@ -409,10 +414,17 @@ else
     KEYWAY_BIN=$REPO_ROOT/target/release/keyway
     [[ -x $KEYWAY_BIN ]] || die "build did not produce $KEYWAY_BIN"
 fi
+# The reference proxy built from keyway's own HTTP stack (examples/hyper_floor.rs).
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    log "building the hyper-floor reference (cargo build --release --example hyper_floor)"
+    cargo build --release --example hyper_floor
+    FLOOR_BIN=$REPO_ROOT/target/release/examples/hyper_floor
+    [[ -x $FLOOR_BIN ]] || die "build did not produce $FLOOR_BIN"
+fi
 
 # -------------------------------------------------------------------- ports --
-ports=$(free_ports 6) || die "cannot allocate free ports"
-read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD <<<"$ports"
+ports=$(free_ports 7) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD P_FLOOR <<<"$ports"
 [[ -n ${P_NGINX_FWD:-} ]] || die "cannot allocate free ports (got: $ports)"
 
 # ---------------------------------------------------------------- jwt keys --
@@ -611,6 +623,11 @@ EOF
     start_bg keyway "$TMP/keyway.log" "${PIN_PROXY[@]}" "$KEYWAY_BIN" run -c "$TMP/keyway.yaml"
     PID_KEYWAY=$LAST_PID
     wait_http "keyway" "http://127.0.0.1:$P_KEYWAY/" "$PID_KEYWAY"
+    # For reference only (no target): hyper and tokio as keyway uses them, with no keyway stage.
+    start_bg hyper-floor "$TMP/hyper-floor.log" "${PIN_PROXY[@]}" "$FLOOR_BIN" \
+        "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UPSTREAM"
+    PID_FLOOR=$LAST_PID
+    wait_http "hyper-floor" "http://127.0.0.1:$P_FLOOR/" "$PID_FLOOR"
     expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/"
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x"
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: wrong-$API_KEY"
@@ -630,6 +647,7 @@ all_targets() {
     bench_target nginx-fwd-headers "http://127.0.0.1:$P_NGINX_FWD/"
     bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
     if [[ $SKIP_KEYWAY != 1 ]]; then
+        bench_target hyper-floor "http://127.0.0.1:$P_FLOOR/"
         bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
         bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
     fi
@@ -713,6 +731,10 @@ check_ratio "keyway-RS256/haproxy-RS256 req/s" "$(ratio "$(val RPS keyway-jwt-rs
 check_ratio "keyway-RS256/keyway-plain req/s" "$(ratio "$(val RPS keyway-jwt-rs256)" "$(val RPS keyway)")" ">=" "$TARGET_JWT_RS_VS_PLAIN"
 printf '  %-36s %9s   (reference, no target)\n' "keyway/nginx-fwd-headers req/s" \
     "$(ratio "$(val RPS keyway)" "$(val RPS nginx-fwd-headers)")"
+printf '  %-36s %9s   (reference: the cost of keyway stages)\n' "keyway/hyper-floor req/s" \
+    "$(ratio "$(val RPS keyway)" "$(val RPS hyper-floor)")"
+printf '  %-36s %9s   (reference: what the HTTP stack allows)\n' "hyper-floor/nginx req/s" \
+    "$(ratio "$(val RPS hyper-floor)" "$(val RPS nginx)")"
 check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
 echo
 echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"
