@@ -14,6 +14,7 @@ pub mod router;
 pub mod trace;
 pub mod upstream;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -25,6 +26,7 @@ use self::body::Body;
 use self::headers::{Client, Peer};
 use self::refusal::Refusal;
 use self::trace::{RequestPath, Stage, Trace};
+use self::upstream::pool::Pool;
 use crate::app::App;
 use crate::config::runtime::{Route, Runtime, Target};
 use crate::reason::Reason;
@@ -52,7 +54,15 @@ pub async fn decide(
 }
 
 /// Serves one proxied request and records it.
-pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Response<Body> {
+///
+/// The work before the first await runs here rather than in an async fn, and the stages after
+/// the decision hand the request on by value: each async fn would keep its own copy of the
+/// request in the future hyper holds for every connection.
+pub fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    client: Arc<Client>,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
@@ -68,41 +78,62 @@ pub async fn handle(app: &App, req: Request<Incoming>, client: &Client) -> Respo
             "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
         );
     }
-    // The same value goes to the upstream and back to the client.
-    let id_value = trace.request_id.header_value().clone();
-    let peer = Peer {
-        client,
-        trusted: rt.is_trusted(client.ip),
-    };
-    let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
-        Ok(decision) => proxy(decision, parts, body, peer, &id_value, upgrade, &mut trace).await,
-        Err(refusal) => Err(refusal),
-    };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(refusal) => {
-            let response = refusal::render(&refusal, &trace, rt.detail);
-            trace.refusal = Some(refusal);
-            response
-        }
-    };
-    response
-        .headers_mut()
-        .insert(request_id::X_REQUEST_ID.clone(), id_value);
-    trace.status = response.status().as_u16();
-    app.record(&trace, &rt);
-    response
+    let trusted = rt.is_trusted(client.ip);
+    async move {
+        let peer = Peer {
+            client: &client,
+            trusted,
+        };
+        let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
+            Ok(decision) => match prepare(decision, parts, peer, &mut trace) {
+                Prepared::Answered(response) => Ok(response),
+                Prepared::Forward { route, pool, parts } => {
+                    upstream::forward(
+                        &route.upstream,
+                        &pool,
+                        Request::from_parts(parts, body),
+                        upgrade,
+                        client.request_timer(),
+                        &mut trace,
+                    )
+                    .await
+                }
+            },
+            Err(refusal) => Err(refusal),
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err(refusal) => {
+                let response = refusal::render(&refusal, &trace, rt.detail);
+                trace.refusal = Some(refusal);
+                response
+            }
+        };
+        // The same value went to the upstream.
+        response.headers_mut().insert(
+            request_id::X_REQUEST_ID.clone(),
+            trace.request_id.header_value().clone(),
+        );
+        trace.status = response.status().as_u16();
+        app.record(&trace, &rt);
+        response
+    }
 }
 
-async fn proxy(
-    decision: Decision,
-    mut parts: Parts,
-    body: Incoming,
-    peer: Peer<'_>,
-    request_id: &HeaderValue,
-    upgrade: bool,
-    trace: &mut Trace,
-) -> Result<Response<Body>, Refusal> {
+/// An allowed request made ready for its upstream.
+enum Prepared {
+    /// The builtin echo upstream answered.
+    Answered(Response<Body>),
+    /// The upstream request's head, for the route's HTTP upstream and its connections.
+    Forward {
+        route: Arc<Route>,
+        pool: Arc<Pool>,
+        parts: Parts,
+    },
+}
+
+/// Credential injection and the upstream request's head.
+fn prepare(decision: Decision, mut parts: Parts, peer: Peer<'_>, trace: &mut Trace) -> Prepared {
     let Decision { route, identity } = decision;
     let upstream = &*route.upstream;
     // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
@@ -111,9 +142,10 @@ async fn proxy(
     let client_authority = parts.uri.authority().cloned();
     parts.version = http::Version::HTTP_11;
     inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
-    parts
-        .headers
-        .insert(request_id::X_REQUEST_ID.clone(), request_id.clone());
+    parts.headers.insert(
+        request_id::X_REQUEST_ID.clone(),
+        trace.request_id.header_value().clone(),
+    );
     if !parts.headers.contains_key(http::header::HOST) {
         let host = match (&client_authority, &upstream.target) {
             (Some(authority), _) => Some(authority),
@@ -133,19 +165,13 @@ async fn proxy(
     match &upstream.target {
         Target::Echo => {
             trace.step(Stage::Upstream, "builtin echo answered");
-            Ok(echo::respond(&parts, upstream, identity.as_ref()))
+            Prepared::Answered(echo::respond(&parts, upstream, identity.as_ref()))
         }
-        Target::Http { pool, .. } => {
-            upstream::forward(
-                upstream,
-                pool,
-                Request::from_parts(parts, body),
-                upgrade,
-                peer.client.request_timer(),
-                trace,
-            )
-            .await
-        }
+        Target::Http { pool, .. } => Prepared::Forward {
+            pool: pool.clone(),
+            route,
+            parts,
+        },
     }
 }
 

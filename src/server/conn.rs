@@ -4,7 +4,6 @@
 //! HTTP/1 and HTTP/2 connections are served by separate futures so that the task of an idle
 //! keep-alive connection is only as large as its own protocol's state.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::drain::Drain;
 use super::framing::{ConflictingFraming, FramingFlag};
-use super::guarded_io::{Answered, GuardedIo, ReadGate};
+use super::guarded_io::{Gated, GuardedIo, ReadGate};
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
@@ -171,15 +170,9 @@ async fn serve<I>(
         if flag.is_set() {
             req.extensions_mut().insert(ConflictingFraming);
         }
-        let in_flight = service_gate.as_ref().map(ReadGate::hold);
-        let answering = service_gate.as_ref().map(ReadGate::answering);
         // Not boxed: hyper's HTTP/1 dispatcher keeps the in-flight future in one box per
         // connection, reused by every request; a box here would be allocated per request.
-        async move {
-            let response = pipeline::handle(&app, req, &client).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(response.map(|body| Answered::new(body, answering)))
-        }
+        Gated::new(pipeline::handle(app, req, client), service_gate.as_ref())
     });
     let timeout = builders.header_read_timeout;
     let io = TokioIo::new(GuardedIo::new(

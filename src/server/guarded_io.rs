@@ -8,6 +8,8 @@
 //!   (`ReadGate`), and a connection that waits too long for a request head is closed
 //!   (`HeadTimer`).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -215,6 +218,43 @@ impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+pin_project! {
+    /// The service's future for an HTTP/1 request: the pipeline's, with the request's marks on
+    /// the read gate. The request stops being in flight when its response is ready; the response
+    /// body keeps the answering mark until hyper drops it.
+    pub struct Gated<F> {
+        #[pin]
+        pipeline: F,
+        in_flight: Option<InFlight>,
+        answering: Option<Answering>,
+    }
+}
+
+impl<F> Gated<F> {
+    pub fn new(pipeline: F, gate: Option<&Arc<ReadGate>>) -> Self {
+        Gated {
+            pipeline,
+            in_flight: gate.map(ReadGate::hold),
+            answering: gate.map(ReadGate::answering),
+        }
+    }
+}
+
+impl<F, B> Future for Gated<F>
+where
+    F: Future<Output = http::Response<B>>,
+{
+    type Output = Result<http::Response<Answered<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.pipeline.poll(cx));
+        this.in_flight.take();
+        let answering = this.answering.take();
+        Poll::Ready(Ok(response.map(|body| Answered::new(body, answering))))
     }
 }
 

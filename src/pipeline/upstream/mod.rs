@@ -4,14 +4,18 @@
 pub mod deadline;
 pub mod pool;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 
-use self::deadline::RequestTimer;
+use self::deadline::{RequestTimer, Within};
 use self::pool::{ConnectError, Lease, Pool, Sender};
 use super::body::{Body, UpstreamBody};
 use super::refusal::Refusal;
@@ -30,17 +34,66 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Sends the request to the upstream and streams its answer back.
-pub async fn forward(
-    upstream: &Upstream,
-    pool: &Arc<Pool>,
+/// Sends the request to the upstream and streams its answer back. The request goes into the
+/// exchange before anything is awaited, so the returned future holds it once.
+pub fn forward<'a>(
+    upstream: &'a Upstream,
+    pool: &'a Arc<Pool>,
     mut req: Request<Incoming>,
     upgrade: bool,
-    timer: Option<&RequestTimer>,
+    timer: Option<&'a RequestTimer>,
+    trace: &'a mut Trace,
+) -> impl Future<Output = Result<Response<Body>, Refusal>> + Send + 'a {
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    Forward {
+        exchange: deadline::within(timer, upstream.timeouts.request, exchange(pool, req)),
+        upstream,
+        pool,
+        client_upgrade,
+        trace,
+    }
+}
+
+pin_project! {
+    /// `forward`'s future. A struct: an async block would move the exchange out of its captures
+    /// to await it, and hold it twice.
+    struct Forward<'a, E> {
+        #[pin]
+        exchange: Within<'a, E>,
+        upstream: &'a Upstream,
+        pool: &'a Arc<Pool>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        trace: &'a mut Trace,
+    }
+}
+
+impl<E> Future for Forward<'_, E>
+where
+    E: Future<Output = Result<Exchanged, ExchangeError>>,
+{
+    type Output = Result<Response<Body>, Refusal>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let sent = std::task::ready!(this.exchange.poll(cx));
+        Poll::Ready(answer(
+            this.upstream,
+            this.pool,
+            this.client_upgrade.take(),
+            sent,
+            this.trace,
+        ))
+    }
+}
+
+/// The upstream's response to the client, or the refusal for a failed exchange.
+fn answer(
+    upstream: &Upstream,
+    pool: &Arc<Pool>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    sent: Option<Result<Exchanged, ExchangeError>>,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let sent = deadline::within(timer, upstream.timeouts.request, exchange(pool, req)).await;
     let (mut response, sender, connection) = match sent {
         Some(Ok(done)) => done,
         Some(Err(err)) => return Err(failure(upstream, &err, trace)),
@@ -107,14 +160,101 @@ enum ExchangeError {
     Exchange(hyper::Error),
 }
 
+/// The response head, the connection that carried it, and how it was found.
+type Exchanged = (Response<Incoming>, Sender, Connection);
+
 /// One request and its response head, on a reused connection when there is one. A request the
 /// reused connection never wrote (the upstream closed it while idle) goes out on a new one.
-async fn exchange(
+///
+/// When an idle connection is ready, the request is handed to it before anything is awaited, so
+/// the future holds the request only in hyper's send; the other cases are rare and boxed.
+fn exchange(
     pool: &Pool,
+    req: Request<Incoming>,
+) -> Exchange<'_, impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send + use<>> {
+    match pool.take_idle() {
+        Some(mut sender) if sender.is_ready() => {
+            let sent = sender.try_send_request(req);
+            Exchange::Sent {
+                sent,
+                sender: Some(sender),
+                pool,
+            }
+        }
+        waiting => Exchange::Boxed {
+            exchange: Box::pin(exchange_slow(pool, waiting, req)),
+        },
+    }
+}
+
+type BoxedExchange<'a> =
+    Pin<Box<dyn Future<Output = Result<Exchanged, ExchangeError>> + Send + 'a>>;
+type TrySendError = hyper::client::conn::TrySendError<Request<Incoming>>;
+
+pin_project! {
+    /// `exchange`'s future: a struct, so that hyper's send is held once, in place.
+    #[project = ExchangeProj]
+    enum Exchange<'a, F> {
+        /// Handed to a ready idle connection.
+        Sent {
+            #[pin]
+            sent: F,
+            sender: Option<Sender>,
+            pool: &'a Pool,
+        },
+        /// Waiting for an idle connection to become ready, or on a new one.
+        Boxed { exchange: BoxedExchange<'a> },
+    }
+}
+
+impl<F> Future for Exchange<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError>>,
+{
+    type Output = Result<Exchanged, ExchangeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (unsent, pool) = match self.as_mut().project() {
+            ExchangeProj::Boxed { exchange } => return exchange.as_mut().poll(cx),
+            ExchangeProj::Sent { sent, sender, pool } => match std::task::ready!(sent.poll(cx)) {
+                // `sender` is gone only if polled again after completion, which the Future
+                // contract leaves unspecified.
+                Ok(response) => {
+                    return match sender.take() {
+                        Some(sender) => Poll::Ready(Ok((response, sender, Connection::Reused))),
+                        None => Poll::Pending,
+                    };
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => (unsent, *pool),
+                    None => return Poll::Ready(Err(ExchangeError::Exchange(e.into_error()))),
+                },
+            },
+        };
+        let exchange = Box::pin(exchange_on_new(pool, unsent, Connection::Replaced));
+        self.set(Exchange::Boxed { exchange });
+        self.poll(cx)
+    }
+}
+
+/// No idle connection was ready at once: `waiting`, one that may still become ready, another
+/// idle one, or a new one.
+async fn exchange_slow(
+    pool: &Pool,
+    waiting: Option<Sender>,
     mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Sender, Connection), ExchangeError> {
+) -> Result<Exchanged, ExchangeError> {
     let mut connection = Connection::New;
-    if let Some(mut sender) = pool.reuse().await {
+    // `waiting`'s last response body has been read; the connection's task may not have marked
+    // it ready yet, or the upstream may have closed it meanwhile.
+    let reused = match waiting {
+        Some(mut sender) if !sender.is_closed() => match sender.ready().await {
+            Ok(()) => Some(sender),
+            Err(_) => pool.reuse().await,
+        },
+        _ => pool.reuse().await,
+    };
+    if let Some(mut sender) = reused {
         match sender.try_send_request(req).await {
             Ok(response) => return Ok((response, sender, Connection::Reused)),
             Err(mut e) => match e.take_message() {
@@ -126,16 +266,14 @@ async fn exchange(
             },
         }
     }
-    // Boxed: opening a connection is the rare path, and its state would otherwise size every
-    // request's future.
-    Box::pin(exchange_on_new(pool, req, connection)).await
+    exchange_on_new(pool, req, connection).await
 }
 
 async fn exchange_on_new(
     pool: &Pool,
     req: Request<Incoming>,
     connection: Connection,
-) -> Result<(Response<Incoming>, Sender, Connection), ExchangeError> {
+) -> Result<Exchanged, ExchangeError> {
     let mut sender = pool.connect().await.map_err(ExchangeError::Connect)?;
     let response = sender
         .send_request(req)

@@ -66,7 +66,7 @@ impl Pool {
     }
 
     /// The most recently idled connection that is still open and young enough.
-    fn take_idle(&self) -> Option<Sender> {
+    pub fn take_idle(&self) -> Option<Sender> {
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
         while let Some((sender, since)) = idle.pop() {
