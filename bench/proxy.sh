@@ -18,7 +18,9 @@
 #      interleaved, and keeps each target's median;
 #   5. opens 1000 idle keep-alive HTTP connections to each proxy and reads the
 #      proxy's VmHWM / VmRSS from /proc;
-#   6. prints a table, ratios and PASS/MISS against keyway's targets.
+#   6. prints a table (with each proxy's CPU time per request, read from
+#      /proc/PID/stat around each wrk run), ratios and PASS/MISS against
+#      keyway's targets.
 #
 # Exit status: 0 when the measurement completed (even if a target is MISSed),
 # non-zero when anything failed to build, start or respond correctly.
@@ -110,6 +112,10 @@ declare -a PIDS=()          # every background process we started, in order
 declare -A PID_NAME=()      # pid -> human name
 declare -A RPS=() P50=() P99=() ERRS=()
 declare -A RPS_ROUNDS=() P50_ROUNDS=() P99_ROUNDS=()   # space-separated, one value per round
+# CPU time (user + kernel) the proxy process spends per request: steadier than req/s on a shared
+# machine, and 1 / (CPU per request) is what a proxy pinned to one core can serve.
+declare -A CPU_PID=() CPU=() CPU_ROUNDS=()
+CLK_TCK=$(getconf CLK_TCK)
 declare -a ORDER=()         # bench_target names in the order they first ran
 declare -A IDLE_HWM=() IDLE_RSS=() IDLE_RSS0=() IDLE_ESTAB=() IDLE_OPEN=()
 declare -a IDLE_ORDER=()
@@ -294,10 +300,18 @@ bench_target() {
     fi
 
     log "bench:   $name ($DURATION) $url"
+    local pid=${CPU_PID[$name]:-} ticks_before=0 ticks_after=0 requests
+    [[ -n $pid ]] && ticks_before=$(cpu_ticks "$pid")
     "${PIN_LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$DURATION" --latency "$@" "$url" \
         >"$out" 2>&1 ||
         die "wrk failed for $name: $(cat "$out")"
+    [[ -n $pid ]] && ticks_after=$(cpu_ticks "$pid")
     check_all_alive "during benchmark of $name"
+    requests=$(awk '/ requests in / { print $1 }' "$out")
+    if [[ -n $pid ]] && is_num "$requests" && ((requests > 0)); then
+        CPU_ROUNDS[$name]+="$(awk -v t=$((ticks_after - ticks_before)) -v hz="$CLK_TCK" -v n="$requests" \
+            'BEGIN { printf "%.2f", t * 1000000 / hz / n }') "
+    fi
 
     parsed=$(parse_wrk "$out")
     read -r rps p50 p99 errs non2xx <<<"$parsed"
@@ -317,6 +331,13 @@ bench_target() {
     P50_ROUNDS[$name]+="$p50 "
     P99_ROUNDS[$name]+="$p99 "
     ERRS[$name]=$((${ERRS[$name]:-0} + errs))
+}
+
+# cpu_ticks PID: user + kernel clock ticks the process has used (fields 14 and 15 of its stat;
+# the name in parentheses may hold spaces, so fields are counted after it).
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" ||
+        die "cannot read /proc/$1/stat"
 }
 
 # median VALUES...: the middle value (mean of the two middle ones for an even count)
@@ -641,6 +662,17 @@ EOF
 fi
 
 # -------------------------------------------------------------- benchmarks --
+# The process whose CPU time each target's requests cost (nginx: its one worker).
+PID_NGINX_WORKER=$(child_pids "$PID_NGINX" | head -n 1)
+[[ -n $PID_NGINX_WORKER ]] || die "cannot find nginx proxy worker pid"
+for name in nginx nginx-fwd-headers; do CPU_PID[$name]=$PID_NGINX_WORKER; done
+for name in haproxy haproxy-jwt-hs256 haproxy-jwt-rs256; do CPU_PID[$name]=$PID_HAPROXY; done
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    CPU_PID[hyper-floor]=$PID_FLOOR
+    for name in keyway keyway-apikey keyway-jwt-hs256 keyway-jwt-rs256; do
+        CPU_PID[$name]=$PID_KEYWAY
+    done
+fi
 # all_targets: one round over every target, in a fixed order.
 all_targets() {
     bench_target nginx "http://127.0.0.1:$P_NGINX/"
@@ -669,12 +701,14 @@ for name in "${ORDER[@]}"; do
     P50[$name]=$(median ${P50_ROUNDS[$name]})
     # shellcheck disable=SC2086
     P99[$name]=$(median ${P99_ROUNDS[$name]})
+    if [[ -n ${CPU_ROUNDS[$name]:-} ]]; then
+        # shellcheck disable=SC2086
+        CPU[$name]=$(median ${CPU_ROUNDS[$name]})
+    fi
 done
 
 # ---------------------------------------------------- idle-connection memory --
 # nginx: the worker (child of the master) holds the connections.
-PID_NGINX_WORKER=$(child_pids "$PID_NGINX" | head -n 1)
-[[ -n $PID_NGINX_WORKER ]] || die "cannot find nginx proxy worker pid"
 measure_idle nginx "$P_NGINX" "$PID_NGINX_WORKER"
 measure_idle haproxy "$P_HAPROXY" "$PID_HAPROXY"
 if [[ $SKIP_KEYWAY != 1 ]]; then
@@ -699,16 +733,18 @@ printf '  %-10s %s\n' \
     "haproxy" "$(haproxy -v 2>&1 | awk 'NR == 1 { print $3 }')" \
     "keyway" "$([[ $SKIP_KEYWAY == 1 ]] && echo skipped || echo "$KEYWAY_BIN")"
 echo
-printf '  %-18s %12s %10s %10s %8s  %s\n' target "req/s" "p50 us" "p99 us" "sockerr" "req/s per round"
+printf '  %-18s %12s %10s %10s %8s %12s  %s\n' target "req/s" "p50 us" "p99 us" "sockerr" \
+    "cpu us/req" "req/s per round"
 for name in "${ORDER[@]}"; do
     awk -v n="$name" -v r="${RPS[$name]}" -v a="${P50[$name]}" -v b="${P99[$name]}" -v e="${ERRS[$name]}" \
-        -v rounds="${RPS_ROUNDS[$name]}" \
+        -v c="${CPU[$name]:-n/a}" -v rounds="${RPS_ROUNDS[$name]}" \
         'BEGIN {
             k = split(rounds, v, " "); list = ""
             for (i = 1; i <= k; i++) list = list sprintf("%s%.0f", (i > 1 ? " " : ""), v[i])
-            printf "  %-18s %12.0f %10.0f %10.0f %8d  %s\n", n, r, a, b, e, list
+            printf "  %-18s %12.0f %10.0f %10.0f %8d %12s  %s\n", n, r, a, b, e, c, list
         }'
 done
+echo "  (cpu us/req: user + kernel time of the proxy process per request, median of the rounds)"
 
 echo
 echo "idle keep-alive connections ($IDLE_CONNS per proxy; MB = kB/1024):"
@@ -735,6 +771,10 @@ printf '  %-36s %9s   (reference: the cost of keyway stages)\n' "keyway/hyper-fl
     "$(ratio "$(val RPS keyway)" "$(val RPS hyper-floor)")"
 printf '  %-36s %9s   (reference: what the HTTP stack allows)\n' "hyper-floor/nginx req/s" \
     "$(ratio "$(val RPS hyper-floor)" "$(val RPS nginx)")"
+printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "keyway/nginx cpu per request" \
+    "$(ratio "$(val CPU keyway)" "$(val CPU nginx)")"
+printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "keyway/hyper-floor cpu per request" \
+    "$(ratio "$(val CPU keyway)" "$(val CPU hyper-floor)")"
 check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
 echo
 echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"
