@@ -245,16 +245,7 @@ async fn exchange_slow(
     mut req: Request<Incoming>,
 ) -> Result<Exchanged, ExchangeError> {
     let mut connection = Connection::New;
-    // `waiting`'s last response body has been read; the connection's task may not have marked
-    // it ready yet, or the upstream may have closed it meanwhile.
-    let reused = match waiting {
-        Some(mut sender) if !sender.is_closed() => match sender.ready().await {
-            Ok(()) => Some(sender),
-            Err(_) => pool.reuse().await,
-        },
-        _ => pool.reuse().await,
-    };
-    if let Some(mut sender) = reused {
+    if let Some(mut sender) = pool.reuse(waiting).await {
         match sender.try_send_request(req).await {
             Ok(response) => return Ok((response, sender, Connection::Reused)),
             Err(mut e) => match e.take_message() {

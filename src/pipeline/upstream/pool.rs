@@ -143,9 +143,11 @@ impl Pool {
         Ok(sender)
     }
 
-    /// A reusable connection from the idle stack; `None` when a new one must be opened.
-    pub async fn reuse(&self) -> Option<Sender> {
-        while let Some(mut sender) = self.take_idle() {
+    /// A reusable connection: `first` if it becomes ready, else one from the idle stack; `None`
+    /// when a new one must be opened.
+    pub async fn reuse(&self, mut first: Option<Sender>) -> Option<Sender> {
+        loop {
+            let mut sender = first.take().or_else(|| self.take_idle())?;
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -155,7 +157,6 @@ impl Pool {
                 return Some(sender);
             }
         }
-        None
     }
 }
 
