@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use pin_project_lite::pin_project;
 use tokio::sync::watch;
 
 use super::part_waker::PartWaker;
@@ -42,7 +43,7 @@ impl Drain {
     {
         let mut rx = self.0;
         Draining {
-            conn: Box::pin(conn),
+            conn,
             signal: Some(Box::pin(async move {
                 // An error means the sender is gone: the listener is stopping.
                 let _ = rx.changed().await;
@@ -53,30 +54,33 @@ impl Drain {
     }
 }
 
-pub struct Draining<C, F> {
-    conn: Pin<Box<C>>,
-    signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    shutdown: Option<F>,
-    signal_waker: PartWaker,
+pin_project! {
+    pub struct Draining<C, F> {
+        #[pin]
+        conn: C,
+        signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        shutdown: Option<F>,
+        signal_waker: PartWaker,
+    }
 }
 
 impl<C, F> Future for Draining<C, F>
 where
     C: Future,
-    F: FnOnce(Pin<&mut C>) + Unpin,
+    F: FnOnce(Pin<&mut C>),
 {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
-        let this = self.get_mut();
-        if let Some(signal) = &mut this.signal
+        let mut this = self.project();
+        if let Some(signal) = this.signal.as_mut()
             && let Some(Poll::Ready(())) = this.signal_waker.poll(cx, |cx| signal.as_mut().poll(cx))
         {
-            this.signal = None;
+            *this.signal = None;
             if let Some(shutdown) = this.shutdown.take() {
                 shutdown(this.conn.as_mut());
             }
         }
-        this.conn.as_mut().poll(cx)
+        this.conn.poll(cx)
     }
 }

@@ -116,11 +116,16 @@ mod tests {
         .await;
         assert_eq!(polls, 1);
         tx.send(()).unwrap();
+        // Bounded: a part that is never polled again would otherwise hang the test.
         let ready = std::future::poll_fn(|cx| match waker.poll(cx, |cx| part.as_mut().poll(cx)) {
             Some(Poll::Ready(r)) => Poll::Ready(r.is_ok()),
             _ => Poll::Pending,
-        })
-        .await;
-        assert!(ready);
+        });
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(5), ready).await;
+        assert_eq!(
+            ready,
+            Ok(true),
+            "the part was not polled again after it fired"
+        );
     }
 }
