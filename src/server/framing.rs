@@ -88,11 +88,6 @@ impl FramingScanner {
         self.heads
     }
 
-    /// Between two requests: the last body is complete and no byte of the next head has arrived.
-    pub fn between_messages(&self) -> bool {
-        matches!(self.state, State::Head) && self.line.is_empty()
-    }
-
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.state {

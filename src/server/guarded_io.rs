@@ -4,17 +4,16 @@
 //!   other refusal. hyper writes a bare status for those before any keyway stage runs; the
 //!   wrapper recognises that head on its way out and writes keyway's refusal instead.
 //! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`), and
-//!   on HTTP/1 connections reading pauses between messages while a request is in flight
-//!   (`ReadGate`), and a connection that waits too long for a request head is closed
-//!   (`HeadTimer`).
+//!   on HTTP/1 connections one that waits too long for a request head is closed (`HeadTimer`),
+//!   which needs to know whether a response is still being written (`Answers`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -36,31 +35,24 @@ pub struct GuardedIo<T> {
     /// A replacement response still being written.
     pending: Option<(Vec<u8>, usize)>,
     scanner: FramingScanner,
-    /// HTTP/1 only: HTTP/2 multiplexes, so reading must never pause.
-    gate: Option<Arc<ReadGate>>,
-    /// HTTP/1 only, with `gate`.
-    head_timer: Option<HeadTimer>,
+    /// HTTP/1 only: the responses being written, and the header read timeout.
+    head_timer: Option<(Arc<Answers>, HeadTimer)>,
 }
 
 impl<T> GuardedIo<T> {
-    /// `http1` carries the connection's read gate and its header read timeout.
+    /// `http1` carries the connection's response count and its header read timeout.
     pub fn new(
         inner: T,
         framing: FramingFlag,
         app: Arc<App>,
-        http1: Option<(Arc<ReadGate>, Duration)>,
+        http1: Option<(Arc<Answers>, Duration)>,
     ) -> Self {
-        let (gate, head_timer) = match http1 {
-            Some((gate, timeout)) => (Some(gate), Some(HeadTimer::new(timeout))),
-            None => (None, None),
-        };
         GuardedIo {
             inner,
             app,
             pending: None,
             scanner: FramingScanner::new(framing),
-            gate,
-            head_timer,
+            head_timer: http1.map(|(answers, timeout)| (answers, HeadTimer::new(timeout))),
         }
     }
 }
@@ -115,74 +107,33 @@ impl HeadTimer {
     }
 }
 
-/// Pauses reading on an HTTP/1 connection between messages while a request is in flight.
+/// The responses an HTTP/1 connection is writing: from dispatch until hyper drops the response
+/// body. Meanwhile the connection is not waiting for a head, however long the body takes.
 ///
-/// hyper reads ahead during a request to notice a client hang-up; the request's head still
-/// borrows hyper's read buffer then, so the read-ahead allocates a second, doubled buffer that
-/// the connection keeps for life. Holding that read until the request is answered keeps one
-/// 8 KiB read buffer per idle keep-alive connection instead of 16 KiB. The cost: a client that
-/// hangs up mid-request is noticed when its answer is written, not before.
+/// A count, so that a body hyper drops only after dispatching the next request cannot clear the
+/// next one's mark.
 #[derive(Default)]
-pub struct ReadGate {
-    in_flight: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-    /// Requests from dispatch until their response body is written (or abandoned): the
-    /// connection is not waiting for a head meanwhile. A count, so that a body hyper drops only
-    /// after dispatching the next request cannot clear the next one's mark.
-    answering: AtomicUsize,
-}
+pub struct Answers(AtomicUsize);
 
-impl ReadGate {
-    /// Marks a request in flight until the returned guard is dropped.
-    pub fn hold(self: &Arc<Self>) -> InFlight {
-        self.in_flight.store(true, Ordering::Release);
-        InFlight(self.clone())
-    }
-
+impl Answers {
     /// Marks a request being answered until the returned guard (kept by the response body) is
     /// dropped.
-    pub fn answering(self: &Arc<Self>) -> Answering {
-        self.answering.fetch_add(1, Ordering::AcqRel);
+    pub fn begin(self: &Arc<Self>) -> Answering {
+        self.0.fetch_add(1, Ordering::AcqRel);
         Answering(self.clone())
     }
 
-    fn is_answering(&self) -> bool {
-        self.answering.load(Ordering::Acquire) > 0
-    }
-
-    fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.waker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a read must wait; if so, `waker` is woken when the request is answered.
-    fn must_wait(&self, waker: &Waker) -> bool {
-        if !self.in_flight.load(Ordering::Acquire) {
-            return false;
-        }
-        *self.waker() = Some(waker.clone());
-        // The request may have been answered before the waker was stored.
-        self.in_flight.load(Ordering::Acquire)
-    }
-}
-
-/// A request in flight; dropping it (answered, or abandoned) resumes reading.
-pub struct InFlight(Arc<ReadGate>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.store(false, Ordering::Release);
-        if let Some(w) = self.0.waker().take() {
-            w.wake();
-        }
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
     }
 }
 
 /// A request being answered; dropped with its response body.
-pub struct Answering(Arc<ReadGate>);
+pub struct Answering(Arc<Answers>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.0.answering.fetch_sub(1, Ordering::AcqRel);
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -222,23 +173,20 @@ impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
 }
 
 pin_project! {
-    /// The service's future for an HTTP/1 request: the pipeline's, with the request's marks on
-    /// the read gate. The request stops being in flight when its response is ready; the response
-    /// body keeps the answering mark until hyper drops it.
+    /// The service's future for an HTTP/1 request: the pipeline's, marked as being answered
+    /// from dispatch; the response body keeps the mark until hyper drops it.
     pub struct Gated<F> {
         #[pin]
         pipeline: F,
-        in_flight: Option<InFlight>,
         answering: Option<Answering>,
     }
 }
 
 impl<F> Gated<F> {
-    pub fn new(pipeline: F, gate: Option<&Arc<ReadGate>>) -> Self {
+    pub fn new(pipeline: F, answers: Option<&Arc<Answers>>) -> Self {
         Gated {
             pipeline,
-            in_flight: gate.map(ReadGate::hold),
-            answering: gate.map(ReadGate::answering),
+            answering: answers.map(Answers::begin),
         }
     }
 }
@@ -252,7 +200,6 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.pipeline.poll(cx));
-        this.in_flight.take();
         let answering = this.answering.take();
         Poll::Ready(Ok(response.map(|body| Answered::new(body, answering))))
     }
@@ -350,20 +297,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let (Some(timer), Some(gate)) = (&mut this.head_timer, &this.gate) {
-            let waiting = this.scanner.awaiting_head() && !gate.is_answering();
+        if let Some((answers, timer)) = &mut this.head_timer {
+            let waiting = this.scanner.awaiting_head() && !answers.any();
             if timer.expired(cx, waiting, this.scanner.heads_begun()) {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no complete request head within the header read timeout",
                 )));
             }
-        }
-        if let Some(gate) = &this.gate
-            && this.scanner.between_messages()
-            && gate.must_wait(cx.waker())
-        {
-            return Poll::Pending;
         }
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;

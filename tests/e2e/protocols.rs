@@ -32,6 +32,30 @@ async fn http1_request_is_proxied_and_answered_over_http1() {
 }
 
 #[tokio::test]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream_ok().await;
+    let gw = start(&public_config(&up.url(), "")).await;
+    // `curl`-style clients and `nc -N` shut their write side once the request is sent.
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection was neither answered nor closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    assert_eq!(up.last().uri, "/half");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn h2c_prior_knowledge_is_served_as_http2() {
     let up = upstream_ok().await;
     let gw = start(&public_config(&up.url(), "")).await;
