@@ -7,8 +7,9 @@
 #   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set;
 #   2. starts an nginx upstream answering "ok\n", and keyway under valgrind --tool=callgrind with an
 #      unauthenticated route `/` and an api-key route `/keyed/`;
-#   3. for each route: zeroes the counters, runs wrk (1 thread, 10 connections, DURATION), dumps the
-#      counters, and prints instructions / requests.
+#   3. for each route, and for the public route with a browser-sized head: zeroes the counters,
+#      runs wrk (1 thread, 10 connections, DURATION), dumps the counters, and prints
+#      instructions / requests.
 #
 # Needs valgrind (callgrind_control), nginx, wrk, curl, sha256sum, python3.
 # Environment: KEYWAY_BIN=path, DURATION=5s, BENCH_KEEP_TMP=1.
@@ -111,3 +112,12 @@ count() {
 echo "keyway user-space instructions per request (callgrind; kernel excluded)"
 count plain /
 count api-key /keyed/x -H "x-api-key: $API_KEY"
+# A browser's request: 14 headers, about 600 bytes of head (wrk's own is 2 headers, 40 bytes), so
+# the work that grows with the head shows.
+count browser-head / \
+    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36" \
+    -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8" \
+    -H "Accept-Language: en-US,en;q=0.9" -H "Accept-Encoding: gzip, deflate, br" \
+    -H "Cookie: _ga=GA1.1.123456789.1700000000; session=abcdefghijklmnopqrstuvwxyz0123456789; theme=dark" \
+    -H "Sec-Fetch-Dest: document" -H "Sec-Fetch-Mode: navigate" -H "Sec-Fetch-Site: same-origin" \
+    -H "Upgrade-Insecure-Requests: 1" -H "Referer: http://127.0.0.1/app/dashboard"

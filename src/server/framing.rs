@@ -182,10 +182,8 @@ impl FramingScanner {
         // Look across the boundary with what was buffered: the last 3 buffered bytes matter.
         let tail_len = self.line.len().min(3);
         let tail = &self.line[self.line.len() - tail_len..];
-        for i in 0..bytes.len() {
-            if bytes[i] != b'\n' {
-                continue;
-            }
+        // Only line ends can end a head: jump from one to the next instead of testing every byte.
+        for i in memchr::memchr_iter(b'\n', bytes) {
             let before = |k: usize| -> Option<u8> {
                 if k <= i {
                     Some(bytes[i - k])
@@ -229,21 +227,26 @@ fn after_head(flag: &FramingFlag, head: &[u8]) -> State {
     let mut chunked = false;
     let mut saw_te = false;
     let mut upgrade = false;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    // Line ends found in one pass; the request line is skipped.
+    let mut ends = memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len()));
+    let mut start = ends.next().map_or(head.len(), |n| n + 1);
+    for end in ends {
+        let line = &head[start..end];
+        start = end + 1;
+        // The three names looked for start with c, t or u: most lines are passed over on their
+        // first byte (ASCII letters fold to lower case with 0x20).
+        if !matches!(line.first().map(|b| b | 0x20), Some(b'c' | b't' | b'u')) {
             continue;
-        };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
+        }
+        if let Some(value) = field_value(line, b"content-length") {
             has_cl = true;
             content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if let Some(value) = field_value(line, b"transfer-encoding") {
             saw_te = true;
             chunked |= value
                 .split(|&b| b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if field_value(line, b"upgrade").is_some() {
             upgrade = true;
         }
     }
@@ -266,6 +269,14 @@ fn after_head(flag: &FramingFlag, head: &[u8]) -> State {
         (_, _, _, true, Some(n)) => State::Body(n),
         (_, _, _, true, None) => State::Off,
     }
+}
+
+/// The trimmed value of a header line named `name` (any case). A name is followed directly by its
+/// colon: hyper refuses whitespace between them.
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = line.split_at_checked(name.len())?;
+    let value = rest.strip_prefix(b":")?;
+    head.eq_ignore_ascii_case(name).then(|| trim(value))
 }
 
 fn chunk_size(line: &[u8]) -> State {
@@ -322,6 +333,23 @@ mod tests {
             b"oding: chunked\r\ncontent-length: 5\r",
             b"\n\r\n"
         ]));
+    }
+
+    #[test]
+    fn only_the_framing_names_followed_by_a_colon_count() {
+        // Lines that start like the names looked for, in any case, with bare LF line ends.
+        assert!(scan(&[
+            b"POST / HTTP/1.1\nCONTENT-LENGTH: 5\ncontent-type: a\ntransfer-encoding:chunked\n\n"
+        ]));
+        // Not framing headers: a longer name, and (refused by hyper anyway) a space before ':'.
+        assert!(!scan(&[
+            b"POST / HTTP/1.1\r\nContent-Length-X: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+        assert!(!scan(&[
+            b"POST / HTTP/1.1\r\nContent-Length : 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+        assert_eq!(field_value(b"Upgrade: websocket\r", b"upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(field_value(b"Upgrad", b"upgrade"), None);
     }
 
     #[test]
