@@ -122,12 +122,41 @@ impl HeaderPolicy {
         upgrade: bool,
         trace: &mut Trace,
     ) -> Result<(), Refusal> {
-        if headers.keys().any(|k| k.as_str().contains('_')) {
+        let mut found = self.classify(headers);
+        if found.underscore {
             self.underscore_names(headers, trace)?;
+            // Normalizing can make a name that the removals below must see.
+            found = self.classify(headers);
         }
-        remove_identity_headers(headers, &self.claim_headers, trace);
-        remove_hop_by_hop(headers, upgrade, trace);
+        if found.identity {
+            remove_identity_headers(headers, &self.claim_headers, trace);
+        }
+        if found.hop_by_hop {
+            remove_listed_and_hop_by_hop(headers, upgrade, trace);
+        }
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         Ok(())
+    }
+
+    /// What the request's header names call for, in one pass: most requests need none of it.
+    fn classify(&self, headers: &HeaderMap) -> NamesFound {
+        let mut found = NamesFound::default();
+        let claims = !self.claim_headers.is_empty();
+        for name in headers.keys() {
+            let text = name.as_str();
+            found.underscore |= text.as_bytes().contains(&b'_');
+            // Identity prefixes start with x, hop-by-hop names with c, k, p, t or u: the first
+            // byte passes most names over.
+            match text.as_bytes().first() {
+                Some(b'x') => found.identity |= is_identity_header(name, &self.claim_headers),
+                Some(b'c' | b'k' | b'p' | b't' | b'u') => found.hop_by_hop |= is_hop_by_hop(text),
+                _ => {}
+            }
+            found.identity |= claims && self.claim_headers.contains(name);
+        }
+        found
     }
 
     fn underscore_names(&self, headers: &mut HeaderMap, trace: &mut Trace) -> Result<(), Refusal> {
@@ -206,6 +235,36 @@ impl HeaderPolicy {
     }
 }
 
+/// Kinds of header names a request carries, as far as the headers stage cares.
+#[derive(Default)]
+struct NamesFound {
+    underscore: bool,
+    identity: bool,
+    hop_by_hop: bool,
+}
+
+/// A header only keyway may set towards an upstream.
+fn is_identity_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
+    let text = name.as_str();
+    IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p)) || claim_headers.contains(name)
+}
+
+/// Hop-by-hop by definition (RFC 9110 §7.6.1), or `Upgrade`, which only an upgrade keeps.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn remove_identity_headers(
     headers: &mut HeaderMap,
     claim_headers: &[HeaderName],
@@ -213,9 +272,7 @@ fn remove_identity_headers(
 ) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            IDENTITY_PREFIXES.iter().any(|p| k.as_str().starts_with(p)) || claim_headers.contains(k)
-        })
+        .filter(|k| is_identity_header(k, claim_headers))
         .cloned()
         .collect();
     for name in spoofed {
@@ -229,20 +286,7 @@ fn remove_identity_headers(
 }
 
 /// Removes hop-by-hop headers and those listed in `Connection` (RFC 9110 §7.6.1). An upgrade
-/// keeps `Upgrade` and gets a fresh `Connection: upgrade`.
-fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
-    // Most requests carry none: one pass over the names instead of a lookup per hop-by-hop name.
-    let present = headers
-        .keys()
-        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k));
-    if present {
-        remove_listed_and_hop_by_hop(headers, upgrade, trace);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
+/// keeps `Upgrade`.
 fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -581,6 +625,30 @@ mod tests {
         policy(UnderscorePolicy::Pass)
             .sanitize(&mut h, false, &mut trace())
             .unwrap();
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+            let mut h = headers(&[(name.as_str(), "x"), ("accept", "*/*")]);
+            policy(UnderscorePolicy::Pass)
+                .sanitize(&mut h, false, &mut trace())
+                .unwrap();
+            assert!(!h.contains_key(name), "{name} was kept");
+        }
+    }
+
+    #[test]
+    fn normalized_names_are_checked_like_sent_ones() {
+        // `transfer_encoding` becomes `transfer-encoding` under normalize: it must not reach the
+        // upstream. Nor may a normalized identity header.
+        let mut policy = policy(UnderscorePolicy::Normalize);
+        policy.guarded.clear();
+        let mut h = headers(&[("transfer_encoding", "chunked"), ("accept", "*/*")]);
+        policy.sanitize(&mut h, false, &mut trace()).unwrap();
+        assert!(!h.contains_key(header::TRANSFER_ENCODING), "{h:?}");
         assert_eq!(h.len(), 1, "{h:?}");
     }
 
