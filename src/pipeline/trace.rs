@@ -58,6 +58,14 @@ pub enum RemovalCause {
 }
 
 impl RemovalCause {
+    pub const ALL: [RemovalCause; 5] = [
+        RemovalCause::UnderscorePolicy,
+        RemovalCause::Collision,
+        RemovalCause::IdentitySpoof,
+        RemovalCause::HopByHop,
+        RemovalCause::ConsumedCredential,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             RemovalCause::UnderscorePolicy => "underscore_policy",
@@ -179,6 +187,14 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_removal_cause_is_listed_at_its_own_index() {
+        // Metrics index their per-cause counters with `cause as usize`.
+        for (i, cause) in RemovalCause::ALL.into_iter().enumerate() {
+            assert_eq!(cause as usize, i, "{cause:?}");
+        }
+    }
 
     #[test]
     fn a_request_path_never_shows_the_query() {
