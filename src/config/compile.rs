@@ -598,6 +598,7 @@ fn compile_api_key(
         );
     }
     Some(api_key::ApiKeyAuth {
+        name_header: crate::pipeline::authn::name_header(name),
         name: name.clone(),
         sources,
         keys,

@@ -92,9 +92,11 @@ fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
             .and_then(|c| c.groups_value.as_ref());
         put(&X_KEYWAY_GROUPS, prebuilt, &|| id.groups.join(","));
     }
-    put(&X_KEYWAY_AUTHENTICATOR, None, &|| {
-        id.authenticator.to_string()
-    });
+    put(
+        &X_KEYWAY_AUTHENTICATOR,
+        id.authenticator_header.as_ref(),
+        &|| id.authenticator.to_string(),
+    );
     for (name, value) in &id.headers {
         parts.headers.insert(name.clone(), value.clone());
     }

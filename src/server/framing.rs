@@ -348,7 +348,10 @@ mod tests {
         assert!(!scan(&[
             b"POST / HTTP/1.1\r\nContent-Length : 5\r\nTransfer-Encoding: chunked\r\n\r\n"
         ]));
-        assert_eq!(field_value(b"Upgrade: websocket\r", b"upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(
+            field_value(b"Upgrade: websocket\r", b"upgrade"),
+            Some(&b"websocket"[..])
+        );
         assert_eq!(field_value(b"Upgrad", b"upgrade"), None);
     }
 

@@ -15,6 +15,8 @@ use crate::secret::Secret;
 #[derive(Debug)]
 pub struct ApiKeyAuth {
     pub name: Arc<str>,
+    /// `name` as the X-Keyway-Authenticator value.
+    pub name_header: Option<http::HeaderValue>,
     pub sources: Vec<Source>,
     /// Every consumer's key hashes.
     pub keys: Vec<([u8; 32], Arc<Consumer>)>,
@@ -55,6 +57,7 @@ impl ApiKeyAuth {
             consumer: Some(consumer.clone()),
             groups: consumer.groups.clone(),
             authenticator: self.name.clone(),
+            authenticator_header: self.name_header.clone(),
             claims: None,
             headers: Vec::new(),
         })

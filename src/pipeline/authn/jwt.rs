@@ -45,6 +45,8 @@ const CACHE_CAPACITY: usize = 10_000;
 #[derive(Debug)]
 pub struct JwtAuth {
     name: Arc<str>,
+    /// `name` as the X-Keyway-Authenticator value.
+    name_header: Option<HeaderValue>,
     sources: Vec<Source>,
     mode: Box<Mode>,
     rules: TimeRules,
@@ -305,6 +307,7 @@ impl JwtAuth {
                 consumer: Some(ck.consumer.clone()),
                 groups: ck.consumer.groups.clone(),
                 authenticator: self.name.clone(),
+                authenticator_header: self.name_header.clone(),
                 claims: Some(Arc::new(claims)),
                 headers,
             },
@@ -330,6 +333,7 @@ impl JwtAuth {
                 consumer: None,
                 groups: Arc::from(groups),
                 authenticator: self.name.clone(),
+                authenticator_header: self.name_header.clone(),
                 claims: Some(Arc::new(claims)),
                 headers,
             },

@@ -27,10 +27,17 @@ pub struct Identity {
     pub consumer: Option<Arc<Consumer>>,
     pub groups: Arc<[String]>,
     pub authenticator: Arc<str>,
+    /// `authenticator` as the X-Keyway-Authenticator value, built with the config.
+    pub authenticator_header: Option<HeaderValue>,
     /// Verified token claims (JWT), for `allow.claims` and explain.
     pub claims: Option<Arc<Map<String, Value>>>,
     /// Headers from `claims_to_headers`; they overwrite client-sent headers of the same name.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// An authenticator's name as the X-Keyway-Authenticator value (`None` if it cannot be one).
+pub fn name_header(name: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(name).ok()
 }
 
 impl Identity {
@@ -145,17 +152,20 @@ pub async fn authenticate(
                     sources: where_found,
                 } => {
                     if other.expose() != credential.expose() {
-                        return Err(conflicting(auth, sources[0], where_found[0], trace));
+                        return Err(conflicting(
+                            auth,
+                            sources.first(),
+                            where_found.first(),
+                            trace,
+                        ));
                     }
-                    for source in where_found {
-                        if !sources.contains(&source) {
-                            sources.push(source);
-                        }
+                    for source in where_found.iter() {
+                        sources.add(source);
                     }
                 }
             }
         }
-        let from = sources[0].label();
+        let from = sources.first().label();
         let mut note = String::with_capacity(64 + from.len());
         for piece in [
             auth.name(),
@@ -171,7 +181,7 @@ pub async fn authenticate(
         if !route.forward_client_credentials {
             // The first source's label is already built: it moves into the removal record.
             let mut first_label = Some(from);
-            for source in &sources {
+            for source in sources.iter() {
                 source.remove_from(parts);
                 let label = first_label.take().unwrap_or_else(|| source.label());
                 trace.removed(label, RemovalCause::ConsumedCredential);

@@ -217,29 +217,59 @@ pub enum Lookup<'a> {
     /// One credential, possibly repeated in several sources (the same value twice is no conflict).
     Found {
         credential: Secret<String>,
-        sources: Vec<&'a Source>,
+        sources: Sources<'a>,
     },
     /// Two different credentials in two sources.
     Conflict(&'a Source, &'a Source),
 }
 
+/// The sources a credential was found in, the first apart: nearly always the only one, and
+/// then nothing is allocated.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    first: &'a Source,
+    more: Vec<&'a Source>,
+}
+
+impl<'a> Sources<'a> {
+    fn new(first: &'a Source) -> Self {
+        Sources {
+            first,
+            more: Vec::new(),
+        }
+    }
+
+    pub fn first(&self) -> &'a Source {
+        self.first
+    }
+
+    /// Adds `source` unless it is already there.
+    pub fn add(&mut self, source: &'a Source) {
+        if !self.iter().any(|s| s == source) {
+            self.more.push(source);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a Source> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+}
+
 pub fn lookup<'a>(sources: &'a [Source], parts: &Parts) -> Lookup<'a> {
-    let mut found: Option<(Cow<'_, str>, Vec<&'a Source>)> = None;
+    let mut found: Option<(Cow<'_, str>, Sources<'a>)> = None;
     let mut conflict = None;
     for source in sources {
         source.each_value(parts, &mut |value| match &mut found {
             None => {
-                found = Some((value, vec![source]));
+                found = Some((value, Sources::new(source)));
                 true
             }
             Some((first, where_found)) if *first == value => {
-                if where_found.last() != Some(&source) {
-                    where_found.push(source);
-                }
+                where_found.add(source);
                 true
             }
             Some((_, where_found)) => {
-                conflict = Some(Lookup::Conflict(where_found[0], source));
+                conflict = Some(Lookup::Conflict(where_found.first(), source));
                 false
             }
         });
@@ -296,7 +326,7 @@ mod tests {
         ];
         let same = parts("/?key=a", &[("x-api-key", "a"), ("cookie", "key=a")]);
         assert!(
-            matches!(lookup(&sources, &same), Lookup::Found { sources, .. } if sources.len() == 3)
+            matches!(lookup(&sources, &same), Lookup::Found { sources, .. } if sources.iter().count() == 3)
         );
         let diff = parts("/?key=b", &[("x-api-key", "a")]);
         assert!(matches!(lookup(&sources, &diff), Lookup::Conflict(..)));

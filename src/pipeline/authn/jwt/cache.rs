@@ -132,6 +132,7 @@ mod tests {
                 consumer: None,
                 groups: Arc::from(Vec::new()),
                 authenticator: Arc::from("a"),
+                authenticator_header: None,
                 claims: None,
                 headers: Vec::new(),
             }),

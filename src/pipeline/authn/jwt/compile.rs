@@ -208,6 +208,7 @@ pub fn compile(
         return None;
     }
     let auth = JwtAuth {
+        name_header: crate::pipeline::authn::name_header(name),
         name: name.clone(),
         sources,
         mode: Box::new(mode?),
