@@ -132,14 +132,16 @@ impl FramingScanner {
                         }
                         self.heads += 1;
                     }
+                    // A head that arrived in one read is read in place, in one pass.
+                    if self.line.is_empty()
+                        && let Some((n, state)) = whole_head(&self.flag, bytes)
+                    {
+                        self.state = state;
+                        bytes = &bytes[n..];
+                        continue;
+                    }
                     // A head ends with an empty line; keep it whole to read its header lines.
-                    let end = self.head_end(bytes);
-                    match end {
-                        // A head that arrived in one read is read in place, not copied.
-                        Some(n) if self.line.is_empty() => {
-                            self.state = after_head(&self.flag, &bytes[..n]);
-                            bytes = &bytes[n..];
-                        }
+                    match self.head_end(bytes) {
                         Some(n) => {
                             self.line.extend_from_slice(&bytes[..n]);
                             bytes = &bytes[n..];
@@ -219,55 +221,91 @@ impl FramingScanner {
 
 /// The state after a complete request head: its body's framing, or a stop.
 fn after_head(flag: &FramingFlag, head: &[u8]) -> State {
-    if head.starts_with(b"PRI * HTTP/2.0") {
-        return State::Off;
-    }
-    let mut content_length: Option<u64> = None;
-    let mut has_cl = false;
-    let mut chunked = false;
-    let mut saw_te = false;
-    let mut upgrade = false;
+    let mut facts = HeadFacts::default();
     // Line ends found in one pass; the request line is skipped.
     let mut ends = memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len()));
     let mut start = ends.next().map_or(head.len(), |n| n + 1);
     for end in ends {
-        let line = &head[start..end];
+        facts.read(&head[start..end]);
         start = end + 1;
+    }
+    facts.state(flag, head)
+}
+
+/// A head that starts `bytes` and ends in them: its length and the state after it, found in the
+/// one pass over its lines that both looks for the empty line and reads the header lines.
+/// `None` when `bytes` end before the head does.
+fn whole_head(flag: &FramingFlag, bytes: &[u8]) -> Option<(usize, State)> {
+    let mut facts = HeadFacts::default();
+    let mut ends = memchr::memchr_iter(b'\n', bytes);
+    // The request line; the caller skipped the empty lines before it.
+    let mut start = ends.next()? + 1;
+    for end in ends {
+        let line = &bytes[start..end];
+        if line.is_empty() || line == b"\r" {
+            return Some((end + 1, facts.state(flag, bytes)));
+        }
+        facts.read(line);
+        start = end + 1;
+    }
+    None
+}
+
+/// What a head's header lines say about its framing.
+#[derive(Default)]
+struct HeadFacts {
+    content_length: Option<u64>,
+    has_cl: bool,
+    chunked: bool,
+    saw_te: bool,
+    upgrade: bool,
+}
+
+impl HeadFacts {
+    /// One header line (its line end excluded).
+    fn read(&mut self, line: &[u8]) {
         // The three names looked for start with c, t or u: most lines are passed over on their
         // first byte (ASCII letters fold to lower case with 0x20).
         if !matches!(line.first().map(|b| b | 0x20), Some(b'c' | b't' | b'u')) {
-            continue;
+            return;
         }
         if let Some(value) = field_value(line, b"content-length") {
-            has_cl = true;
-            content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            self.has_cl = true;
+            self.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
         } else if let Some(value) = field_value(line, b"transfer-encoding") {
-            saw_te = true;
-            chunked |= value
+            self.saw_te = true;
+            self.chunked |= value
                 .split(|&b| b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"chunked"));
         } else if field_value(line, b"upgrade").is_some() {
-            upgrade = true;
+            self.upgrade = true;
         }
     }
-    if saw_te && has_cl {
-        flag.0.conflicting.store(true, Ordering::Relaxed);
-    }
-    match (
-        upgrade || head.starts_with(b"CONNECT "),
-        saw_te,
-        chunked,
-        has_cl,
-        content_length,
-    ) {
-        // Without a body to skip, the answer tells whether HTTP/1 goes on.
-        (true, false, _, false, _) if !head.starts_with(b"CONNECT ") => State::Upgrading,
-        (true, ..) => State::Off,
-        (_, true, true, ..) => State::ChunkSize,
-        (_, true, false, ..) => State::Off,
-        (_, _, _, false, _) | (_, _, _, true, Some(0)) => State::Head,
-        (_, _, _, true, Some(n)) => State::Body(n),
-        (_, _, _, true, None) => State::Off,
+
+    /// The state after the head that starts with `head` (its request line is all that is read).
+    fn state(self, flag: &FramingFlag, head: &[u8]) -> State {
+        if head.starts_with(b"PRI * HTTP/2.0") {
+            return State::Off;
+        }
+        if self.saw_te && self.has_cl {
+            flag.0.conflicting.store(true, Ordering::Relaxed);
+        }
+        match (
+            self.upgrade || head.starts_with(b"CONNECT "),
+            self.saw_te,
+            self.chunked,
+            self.has_cl,
+            self.content_length,
+        ) {
+            // Without a body to skip, the answer tells whether HTTP/1 goes on.
+            (true, false, _, false, _) if !head.starts_with(b"CONNECT ") => State::Upgrading,
+            (true, ..) => State::Off,
+            (_, true, true, ..) => State::ChunkSize,
+            (_, true, false, ..) => State::Off,
+            (_, _, _, false, _) | (_, _, _, true, Some(0)) => State::Head,
+            (_, _, _, true, Some(n)) => State::Body(n),
+            (_, _, _, true, None) => State::Off,
+        }
     }
 }
 
@@ -353,6 +391,39 @@ mod tests {
             Some(&b"websocket"[..])
         );
         assert_eq!(field_value(b"Upgrad", b"upgrade"), None);
+    }
+
+    #[test]
+    fn a_head_read_whole_and_byte_by_byte_scan_alike() {
+        let cases: [&[u8]; 6] = [
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 5\n\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HT",
+            b"\r\nGET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for bytes in cases {
+            let run = |chunk: usize| {
+                let flag = FramingFlag::default();
+                let mut s = FramingScanner::new(flag.clone());
+                for c in bytes.chunks(chunk) {
+                    s.feed(c);
+                }
+                (
+                    flag.is_set(),
+                    s.heads_begun(),
+                    s.awaiting_head(),
+                    format!("{:?}", s.state),
+                )
+            };
+            assert_eq!(
+                run(bytes.len()),
+                run(1),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]
