@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::drain::Drain;
 use super::framing::{ConflictingFraming, FramingFlag};
-use super::guarded_io::{Answers, Gated, GuardedIo};
+use super::guarded_io::{Answers, Counted, GuardedIo};
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
@@ -180,7 +180,7 @@ async fn serve<I>(
         }
         // Not boxed: hyper's HTTP/1 dispatcher keeps the in-flight future in one box per
         // connection, reused by every request; a box here would be allocated per request.
-        Gated::new(pipeline::handle(app, req, client), service_answers.as_ref())
+        Counted::new(pipeline::handle(app, req, client), service_answers.as_ref())
     });
     let timeout = builders.header_read_timeout;
     let io = TokioIo::new(GuardedIo::new(

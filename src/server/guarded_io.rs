@@ -173,25 +173,25 @@ impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
 }
 
 pin_project! {
-    /// The service's future for an HTTP/1 request: the pipeline's, marked as being answered
-    /// from dispatch; the response body keeps the mark until hyper drops it.
-    pub struct Gated<F> {
+    /// The service's future for an HTTP/1 request: the pipeline's, counted in the connection's
+    /// `Answers` from dispatch; the response body keeps the count until hyper drops it.
+    pub struct Counted<F> {
         #[pin]
         pipeline: F,
         answering: Option<Answering>,
     }
 }
 
-impl<F> Gated<F> {
+impl<F> Counted<F> {
     pub fn new(pipeline: F, answers: Option<&Arc<Answers>>) -> Self {
-        Gated {
+        Counted {
             pipeline,
             answering: answers.map(Answers::begin),
         }
     }
 }
 
-impl<F, B> Future for Gated<F>
+impl<F, B> Future for Counted<F>
 where
     F: Future<Output = http::Response<B>>,
 {
