@@ -85,9 +85,9 @@ pub fn handle(
             trusted,
         };
         let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
-            Ok(decision) => match prepare(decision, parts, peer, &mut trace) {
+            Ok(decision) => match prepare(decision, &mut parts, peer, &mut trace) {
                 Prepared::Answered(response) => Ok(response),
-                Prepared::Forward { route, pool, parts } => {
+                Prepared::Forward { route, pool } => {
                     upstream::forward(
                         &route.upstream,
                         &pool,
@@ -124,16 +124,12 @@ pub fn handle(
 enum Prepared {
     /// The builtin echo upstream answered.
     Answered(Response<Body>),
-    /// The upstream request's head, for the route's HTTP upstream and its connections.
-    Forward {
-        route: Arc<Route>,
-        pool: Arc<Pool>,
-        parts: Parts,
-    },
+    /// The request's head is ready for the route's HTTP upstream and its connections.
+    Forward { route: Arc<Route>, pool: Arc<Pool> },
 }
 
 /// Credential injection and the upstream request's head.
-fn prepare(decision: Decision, mut parts: Parts, peer: Peer<'_>, trace: &mut Trace) -> Prepared {
+fn prepare(decision: Decision, parts: &mut Parts, peer: Peer<'_>, trace: &mut Trace) -> Prepared {
     let Decision { route, identity } = decision;
     let upstream = &*route.upstream;
     // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
@@ -141,7 +137,7 @@ fn prepare(decision: Decision, mut parts: Parts, peer: Peer<'_>, trace: &mut Tra
     // the upstream's own for an HTTP/1.0 client that sent none.
     let client_authority = parts.uri.authority().cloned();
     parts.version = http::Version::HTTP_11;
-    inject::apply(&route, upstream, identity.as_ref(), &mut parts, peer, trace);
+    inject::apply(&route, upstream, identity.as_ref(), parts, peer, trace);
     parts.headers.insert(
         request_id::X_REQUEST_ID.clone(),
         trace.request_id.header_value().clone(),
@@ -165,12 +161,11 @@ fn prepare(decision: Decision, mut parts: Parts, peer: Peer<'_>, trace: &mut Tra
     match &upstream.target {
         Target::Echo => {
             trace.step(Stage::Upstream, "builtin echo answered");
-            Prepared::Answered(echo::respond(&parts, upstream, identity.as_ref()))
+            Prepared::Answered(echo::respond(parts, upstream, identity.as_ref()))
         }
         Target::Http { pool, .. } => Prepared::Forward {
             pool: pool.clone(),
             route,
-            parts,
         },
     }
 }
