@@ -150,7 +150,9 @@ impl HeaderPolicy {
             // Identity prefixes start with x, hop-by-hop names with c, k, p, t or u: the first
             // byte passes most names over.
             match text.as_bytes().first() {
-                Some(b'x') => found.identity |= is_identity_header(name, &self.claim_headers),
+                Some(b'x') => {
+                    found.identity |= IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p))
+                }
                 Some(b'c' | b'k' | b'p' | b't' | b'u') => found.hop_by_hop |= is_hop_by_hop(text),
                 _ => {}
             }
