@@ -366,3 +366,49 @@ async fn the_header_read_timeout_closes_idle_connections_not_slow_answers() {
     );
     gw.stop().await;
 }
+
+/// keyway does not read from a connection while its request waits for the upstream's answer, and
+/// the header read timeout does not count that wait: an upstream slower than the timeout still
+/// gets its answer through, and the connection serves the next request.
+#[tokio::test]
+async fn the_header_read_timeout_does_not_cut_a_request_waiting_for_its_upstream() {
+    let timeout = Duration::from_millis(300);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let upstream_release = release.clone();
+    let addr = serve_raw(move |req| {
+        let release = upstream_release.clone();
+        async move {
+            if req.uri().path() == "/slow" {
+                release.notified().await;
+            }
+            Response::new(full("answered"))
+        }
+    })
+    .await;
+    let gw = start(&public_config(
+        &format!("http://{addr}"),
+        "limits: {header_read_timeout: 300ms}",
+    ))
+    .await;
+
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Three timeouts pass while the upstream has not answered: the connection stays open.
+    let mut buf = [0u8; 64];
+    let quiet = tokio::time::timeout(3 * timeout, stream.read(&mut buf)).await;
+    assert!(
+        quiet.is_err(),
+        "the connection ended before the answer: {quiet:?}"
+    );
+    release.notify_one();
+    read_until(&mut stream, "answered").await;
+    stream
+        .write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, "answered").await;
+    gw.stop().await;
+}
