@@ -14,6 +14,7 @@ pub mod router;
 pub mod trace;
 pub mod upstream;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ pub fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     client: Arc<Client>,
-) -> impl Future<Output = Response<Body>> + Send + 'static {
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
@@ -116,7 +117,8 @@ pub fn handle(
         );
         trace.status = response.status().as_u16();
         app.record(&trace, &rt);
-        response
+        // Every request is answered: refusals are responses too.
+        Ok(response)
     }
 }
 

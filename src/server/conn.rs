@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::drain::Drain;
 use super::framing::{ConflictingFraming, FramingFlag};
-use super::guarded_io::{Answers, Counted, GuardedIo};
+use super::guarded_io::GuardedIo;
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
@@ -45,13 +45,13 @@ impl Builders {
         // The header read timeout is GuardedIo's (one timer per connection, not per request).
         h1.timer(TokioTimer::new())
             .header_read_timeout(None)
-            // While a request is in flight hyper would read ahead to notice a client hang-up.
-            // The request's head still borrows the read buffer then, so that read allocates a
-            // second buffer the connection keeps for life (1 MB more RSS at 1,000 idle
-            // keep-alive connections), and it leaves the connection read-blocked, so every
-            // request cost one more poll of the task. Half-close support is what skips that
-            // read. The cost: a client that hangs up mid-request is noticed when its answer is
-            // written.
+            // While a request is in flight hyper would read ahead to notice a client hang-up;
+            // half-close support skips that read, and keyway relies on it twice. The read would
+            // allocate a second read buffer the connection keeps for life (the request's head
+            // still borrows the first: 1 MB more RSS at 1,000 idle keep-alive connections). And
+            // GuardedIo's header read timer takes a read that awaits a head for one between
+            // requests, never during an answer. The cost: a client that hangs up mid-request is
+            // noticed when its answer is written.
             .half_close(true)
             .max_buf_size(head_limit)
             .max_headers(hyper_max_headers(rt.headers.max_headers));
@@ -160,8 +160,6 @@ async fn serve<I>(
     let flag = framing.clone();
     let first_request = Arc::new(Notify::new());
     let arrived = first_request.clone();
-    let answers = (!h2).then(|| Arc::new(Answers::default()));
-    let service_answers = answers.clone();
     let client = Client::new(peer.ip(), is_tls);
     let client = Arc::new(if h2 {
         client
@@ -180,14 +178,14 @@ async fn serve<I>(
         }
         // Not boxed: hyper's HTTP/1 dispatcher keeps the in-flight future in one box per
         // connection, reused by every request; a box here would be allocated per request.
-        Counted::new(pipeline::handle(app, req, client), service_answers.as_ref())
+        pipeline::handle(app, req, client)
     });
     let timeout = builders.header_read_timeout;
     let io = TokioIo::new(GuardedIo::new(
         io,
         framing,
         io_app,
-        answers.map(|a| (a, timeout)),
+        (!h2).then_some(timeout),
     ));
     let stopping = drain.receiver();
     let result = if h2 {

@@ -4,19 +4,15 @@
 //!   other refusal. hyper writes a bare status for those before any keyway stage runs; the
 //!   wrapper recognises that head on its way out and writes keyway's refusal instead.
 //! - reads: request heads are scanned for Content-Length with Transfer-Encoding (`framing`), and
-//!   on HTTP/1 connections one that waits too long for a request head is closed (`HeadTimer`),
-//!   which needs to know whether a response is still being written (`Answers`).
+//!   on HTTP/1 connections one that waits too long for a request head is closed (`HeadTimer`).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -35,24 +31,24 @@ pub struct GuardedIo<T> {
     /// A replacement response still being written.
     pending: Option<(Vec<u8>, usize)>,
     scanner: FramingScanner,
-    /// HTTP/1 only: the responses being written, and the header read timeout.
-    head_timer: Option<(Arc<Answers>, HeadTimer)>,
+    /// HTTP/1 only.
+    head_timer: Option<HeadTimer>,
 }
 
 impl<T> GuardedIo<T> {
-    /// `http1` carries the connection's response count and its header read timeout.
+    /// `header_read_timeout` is for HTTP/1 connections.
     pub fn new(
         inner: T,
         framing: FramingFlag,
         app: Arc<App>,
-        http1: Option<(Arc<Answers>, Duration)>,
+        header_read_timeout: Option<Duration>,
     ) -> Self {
         GuardedIo {
             inner,
             app,
             pending: None,
             scanner: FramingScanner::new(framing),
-            head_timer: http1.map(|(answers, timeout)| (answers, HeadTimer::new(timeout))),
+            head_timer: header_read_timeout.map(HeadTimer::new),
         }
     }
 }
@@ -104,104 +100,6 @@ impl HeadTimer {
         let sleep = &mut self.sleep;
         let _ = self.sleep_waker.poll_now(cx, |cx| sleep.as_mut().poll(cx));
         false
-    }
-}
-
-/// The responses an HTTP/1 connection is writing: from dispatch until hyper drops the response
-/// body. Meanwhile the connection is not waiting for a head, however long the body takes.
-///
-/// A count, so that a body hyper drops only after dispatching the next request cannot clear the
-/// next one's mark.
-#[derive(Default)]
-pub struct Answers(AtomicUsize);
-
-impl Answers {
-    /// Marks a request being answered until the returned guard (kept by the response body) is
-    /// dropped.
-    pub fn begin(self: &Arc<Self>) -> Answering {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        Answering(self.clone())
-    }
-
-    fn any(&self) -> bool {
-        self.0.load(Ordering::Acquire) > 0
-    }
-}
-
-/// A request being answered; dropped with its response body.
-pub struct Answering(Arc<Answers>);
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request marked as being answered until hyper drops it.
-pub struct Answered<B> {
-    body: B,
-    _answering: Option<Answering>,
-}
-
-impl<B> Answered<B> {
-    pub fn new(body: B, answering: Option<Answering>) -> Self {
-        Answered {
-            body,
-            _answering: answering,
-        }
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Answered<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-pin_project! {
-    /// The service's future for an HTTP/1 request: the pipeline's, counted in the connection's
-    /// `Answers` from dispatch; the response body keeps the count until hyper drops it.
-    pub struct Counted<F> {
-        #[pin]
-        pipeline: F,
-        answering: Option<Answering>,
-    }
-}
-
-impl<F> Counted<F> {
-    pub fn new(pipeline: F, answers: Option<&Arc<Answers>>) -> Self {
-        Counted {
-            pipeline,
-            answering: answers.map(Answers::begin),
-        }
-    }
-}
-
-impl<F, B> Future for Counted<F>
-where
-    F: Future<Output = http::Response<B>>,
-{
-    type Output = Result<http::Response<Answered<B>>, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.pipeline.poll(cx));
-        let answering = this.answering.take();
-        Poll::Ready(Ok(response.map(|body| Answered::new(body, answering))))
     }
 }
 
@@ -297,8 +195,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some((answers, timer)) = &mut this.head_timer {
-            let waiting = this.scanner.awaiting_head() && !answers.any();
+        if let Some(timer) = &mut this.head_timer {
+            // hyper reads nothing while a request is being answered (`half_close`, see
+            // `conn::Builders`), so a read that awaits a head is never during an answer.
+            let waiting = this.scanner.awaiting_head();
             if timer.expired(cx, waiting, this.scanner.heads_begun()) {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
