@@ -314,11 +314,32 @@ async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String 
     text
 }
 
+const SLOW_TEST_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// keyway with a `SLOW_TEST_TIMEOUT` header read timeout in front of `upstream`, and a client
+/// connection that has sent `GET /slow`.
+async fn slow_request_through(upstream: std::net::SocketAddr) -> (Gateway, tokio::net::TcpStream) {
+    let gw = start(&public_config(
+        &format!("http://{upstream}"),
+        &format!(
+            "limits: {{header_read_timeout: {}ms}}",
+            SLOW_TEST_TIMEOUT.as_millis()
+        ),
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    (gw, stream)
+}
+
 /// The header read timeout bounds a keep-alive connection's wait for its next request, and never
 /// a response still being streamed to the client, however long that takes.
 #[tokio::test]
 async fn the_header_read_timeout_closes_idle_connections_not_slow_answers() {
-    let timeout = Duration::from_millis(300);
+    let timeout = SLOW_TEST_TIMEOUT;
     let (release_tx, release_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let release_rx = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
     let addr = serve_raw(move |_req| {
@@ -336,17 +357,7 @@ async fn the_header_read_timeout_closes_idle_connections_not_slow_answers() {
         }
     })
     .await;
-    let gw = start(&public_config(
-        &format!("http://{addr}"),
-        "limits: {header_read_timeout: 300ms}",
-    ))
-    .await;
-
-    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (gw, mut stream) = slow_request_through(addr).await;
     read_until(&mut stream, "first").await;
     // Three timeouts pass while the answer is still streaming: the connection stays open.
     let mut buf = [0u8; 64];
@@ -372,7 +383,7 @@ async fn the_header_read_timeout_closes_idle_connections_not_slow_answers() {
 /// gets its answer through, and the connection serves the next request.
 #[tokio::test]
 async fn the_header_read_timeout_does_not_cut_a_request_waiting_for_its_upstream() {
-    let timeout = Duration::from_millis(300);
+    let timeout = SLOW_TEST_TIMEOUT;
     let release = Arc::new(tokio::sync::Notify::new());
     let upstream_release = release.clone();
     let addr = serve_raw(move |req| {
@@ -385,17 +396,7 @@ async fn the_header_read_timeout_does_not_cut_a_request_waiting_for_its_upstream
         }
     })
     .await;
-    let gw = start(&public_config(
-        &format!("http://{addr}"),
-        "limits: {header_read_timeout: 300ms}",
-    ))
-    .await;
-
-    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (gw, mut stream) = slow_request_through(addr).await;
     // Three timeouts pass while the upstream has not answered: the connection stays open.
     let mut buf = [0u8; 64];
     let quiet = tokio::time::timeout(3 * timeout, stream.read(&mut buf)).await;
