@@ -22,17 +22,6 @@ const IDENTITY_PREFIXES: [&str; 2] = ["x-keyway-", "x-auth-request-"];
 const GUARDED_PREFIXES: [&str; 3] = ["x-keyway-", "x-auth-request-", "x-forwarded-"];
 const GUARDED_NAMES: [&str; 2] = ["forwarded", "x-real-ip"];
 
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
     pub underscores: UnderscorePolicy,
@@ -298,13 +287,17 @@ fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .filter(|n| !(upgrade && n == header::UPGRADE))
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        if headers.remove(name).is_some() && name != header::CONNECTION {
+    // `is_hop_by_hop` is the one list of these names; `Upgrade` stays for an upgrade.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k.as_str()) && !(upgrade && *k == header::UPGRADE))
+        .cloned()
+        .collect();
+    for name in listed.iter().chain(&present) {
+        let recorded = name != header::CONNECTION && name != header::UPGRADE;
+        if headers.remove(name).is_some() && recorded {
             trace.removed(name.as_str(), RemovalCause::HopByHop);
         }
-    }
-    if !upgrade {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -632,9 +625,18 @@ mod tests {
 
     #[test]
     fn each_hop_by_hop_name_alone_is_removed() {
-        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
-            assert!(is_hop_by_hop(name.as_str()), "{name}");
-            let mut h = headers(&[(name.as_str(), "x"), ("accept", "*/*")]);
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = headers(&[(name, "x"), ("accept", "*/*")]);
             policy(UnderscorePolicy::Pass)
                 .sanitize(&mut h, false, &mut trace())
                 .unwrap();
