@@ -65,6 +65,7 @@ impl App {
                 reason = trace.reason_code(),
                 authenticator = id.map_or("", |i| &*i.authenticator),
                 consumer = id.and_then(|i| i.consumer.as_deref()).unwrap_or(""),
+                credential_source = id.map_or("", |i| &*i.source),
                 duration_us = trace.elapsed_us(),
                 "request"
             );

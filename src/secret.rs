@@ -15,6 +15,14 @@ impl<T> Secret<T> {
     pub fn expose(&self) -> &T {
         &self.0
     }
+
+    /// The same secret, borrowed: `Secret<String>` or `Secret<Cow<str>>` as `Secret<&str>`.
+    pub fn as_deref(&self) -> Secret<&T::Target>
+    where
+        T: std::ops::Deref,
+    {
+        Secret(&*self.0)
+    }
 }
 
 impl<T> fmt::Debug for Secret<T> {

@@ -79,16 +79,20 @@ impl RemovalCause {
 
 #[derive(Clone, Debug)]
 pub struct Removal {
-    pub name: String,
+    /// A header's name, or a credential source's label ("query parameter api_key").
+    pub name: Arc<str>,
     pub cause: RemovalCause,
 }
 
-/// Who the request was authenticated as; names only, never a credential.
+/// Who the request was authenticated as, and where its credential was; names only, never a
+/// credential.
 #[derive(Clone, Debug, Default)]
 pub struct IdentitySummary {
     pub authenticator: Arc<str>,
     pub consumer: Option<Arc<str>>,
     pub subject: Arc<str>,
+    /// The label of the first source the credential was found in ("header x-api-key").
+    pub source: Arc<str>,
 }
 
 /// The request's path (never its query, which can hold credentials), shared with the request's
@@ -161,7 +165,7 @@ impl Trace {
         });
     }
 
-    pub fn removed(&mut self, name: impl Into<String>, cause: RemovalCause) {
+    pub fn removed(&mut self, name: impl Into<Arc<str>>, cause: RemovalCause) {
         self.removals.push(Removal {
             name: name.into(),
             cause,

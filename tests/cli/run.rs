@@ -269,6 +269,13 @@ async fn run_logs_one_json_access_line_per_request_and_never_a_secret() {
         assert_eq!(line["reason"], *reason, "{line}");
         assert!(line["duration_us"].is_u64(), "{line}");
         assert_eq!(line["path"], path.split('?').next().unwrap(), "{line}");
+        // Where the credential was found: named for the two accepted keys, empty otherwise.
+        let source = match path.as_str() {
+            "/api/a" => "header x-api-key",
+            p if p.starts_with("/api/q") => "query parameter api_key",
+            _ => "",
+        };
+        assert_eq!(line["credential_source"], source, "{line}");
     }
 
     kw.signal("TERM");

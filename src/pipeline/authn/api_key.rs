@@ -32,7 +32,7 @@ pub fn hashed_form(key: &str) -> String {
 }
 
 impl ApiKeyAuth {
-    pub fn verify(&self, credential: &Secret<String>) -> Result<Identity, Refusal> {
+    pub fn verify(&self, credential: Secret<&str>) -> Result<Identity, Refusal> {
         let presented = hash_key(credential.expose());
         // Compare against every key so the time taken does not depend on which one matched.
         let mut matched: Option<&Arc<Consumer>> = None;

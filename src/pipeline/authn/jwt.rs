@@ -113,8 +113,8 @@ impl JwtAuth {
         }
     }
 
-    pub async fn verify(&self, token: &Secret<String>) -> Result<Identity, Refusal> {
-        let token = token.expose().as_str();
+    pub async fn verify(&self, token: Secret<&str>) -> Result<Identity, Refusal> {
+        let token = *token.expose();
         if token.len() > token::MAX_TOKEN_BYTES {
             // Refused before hashing or decoding anything.
             return Err(self.parse_refusal(token));

@@ -45,11 +45,13 @@ impl Identity {
         self.consumer.as_ref().map(|c| &*c.name)
     }
 
-    pub fn summary(&self) -> IdentitySummary {
+    /// What the trace keeps of this identity, established from a credential in `source`.
+    pub fn summary(&self, source: &Source) -> IdentitySummary {
         IdentitySummary {
             authenticator: self.authenticator.clone(),
             consumer: self.consumer.as_ref().map(|c| c.name.clone()),
             subject: self.subject.clone(),
+            source: source.label().clone(),
         }
     }
 }
@@ -75,7 +77,7 @@ impl Authenticator {
         }
     }
 
-    async fn verify(&self, credential: &Secret<String>) -> Result<Identity, Refusal> {
+    async fn verify(&self, credential: Secret<&str>) -> Result<Identity, Refusal> {
         match self {
             Authenticator::ApiKey(a) => a.verify(credential),
             // Boxed: a key fetch makes this future large, and every request's future would
@@ -130,7 +132,7 @@ pub async fn authenticate(
                 sources,
             } => (credential, sources),
         };
-        let identity = match auth.verify(&credential).await {
+        let identity = match auth.verify(credential.as_deref()).await {
             Ok(identity) => identity,
             Err(refusal) => {
                 trace.step(
@@ -165,26 +167,13 @@ pub async fn authenticate(
                 }
             }
         }
-        let from = sources.first().label();
-        let mut note = String::with_capacity(64 + from.len());
-        for piece in [
-            auth.name(),
-            ": authenticated ",
-            &*identity.subject,
-            " from ",
-            &from,
-        ] {
-            note.push_str(piece);
-        }
-        trace.step(Stage::Authn, note);
-        trace.identity = Some(identity.summary());
+        // The step says what was decided; who and from where are in `trace.identity`.
+        trace.step(Stage::Authn, "authenticated");
+        trace.identity = Some(identity.summary(sources.first()));
         if !route.forward_client_credentials {
-            // The first source's label is already built: it moves into the removal record.
-            let mut first_label = Some(from);
             for source in sources.iter() {
                 source.remove_from(parts);
-                let label = first_label.take().unwrap_or_else(|| source.label());
-                trace.removed(label, RemovalCause::ConsumedCredential);
+                trace.removed(source.label().clone(), RemovalCause::ConsumedCredential);
             }
         }
         return Ok(Some(identity));

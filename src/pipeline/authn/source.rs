@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderName;
 use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
@@ -9,6 +10,8 @@ use http::request::Parts;
 
 use crate::secret::Secret;
 
+/// Each variant carries its `label`, built with the config: the trace names the source of every
+/// authenticated request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// A header; `twin` is the hyphen spelling of a name with `_`. For `Authorization` the value
@@ -16,9 +19,16 @@ pub enum Source {
     Header {
         name: HeaderName,
         twin: Option<HeaderName>,
+        label: Arc<str>,
     },
-    Query(String),
-    Cookie(String),
+    Query {
+        param: String,
+        label: Arc<str>,
+    },
+    Cookie {
+        cookie: String,
+        label: Arc<str>,
+    },
 }
 
 impl Source {
@@ -31,8 +41,14 @@ impl Source {
         }
         match kind {
             "header" => Source::header(name),
-            "query" => Ok(Source::Query(name.to_owned())),
-            "cookie" => Ok(Source::Cookie(name.to_owned())),
+            "query" => Ok(Source::Query {
+                param: name.to_owned(),
+                label: format!("query parameter {name}").into(),
+            }),
+            "cookie" => Ok(Source::Cookie {
+                cookie: name.to_owned(),
+                label: format!("cookie {name}").into(),
+            }),
             _ => Err(format!(
                 "credential source {spec:?}: the kind must be header, query or cookie"
             )),
@@ -46,7 +62,25 @@ impl Source {
             .contains('_')
             .then(|| HeaderName::from_bytes(name.replace('_', "-").as_bytes()).ok())
             .flatten();
-        Ok(Source::Header { name: parsed, twin })
+        let label = match &twin {
+            _ if parsed == AUTHORIZATION => "header Authorization (Bearer)".to_owned(),
+            Some(t) => format!("header {parsed} (or {t})"),
+            None => format!("header {parsed}"),
+        };
+        Ok(Source::Header {
+            name: parsed,
+            twin,
+            label: label.into(),
+        })
+    }
+
+    /// How details and trace notes name the source ("header x-api-key").
+    pub fn label(&self) -> &Arc<str> {
+        match self {
+            Source::Header { label, .. }
+            | Source::Query { label, .. }
+            | Source::Cookie { label, .. } => label,
+        }
     }
 
     pub fn is_bearer_header(&self) -> bool {
@@ -56,13 +90,13 @@ impl Source {
     /// Removes this credential from the request before it is forwarded.
     pub fn remove_from(&self, parts: &mut Parts) {
         match self {
-            Source::Header { name, twin } => {
+            Source::Header { name, twin, .. } => {
                 parts.headers.remove(name);
                 if let Some(t) = twin {
                     parts.headers.remove(t);
                 }
             }
-            Source::Query(param) => {
+            Source::Query { param, .. } => {
                 let Some(query) = parts.uri.query() else {
                     return;
                 };
@@ -87,7 +121,10 @@ impl Source {
                     }
                 }
             }
-            Source::Cookie(cookie_name) => {
+            Source::Cookie {
+                cookie: cookie_name,
+                ..
+            } => {
                 let kept: Vec<String> = parts
                     .headers
                     .get_all(COOKIE)
@@ -113,7 +150,7 @@ impl Source {
     /// credential. Values are borrowed from the request where they can be.
     fn each_value<'p>(&self, parts: &'p Parts, each: &mut dyn FnMut(Cow<'p, str>) -> bool) {
         match self {
-            Source::Header { name, twin } => {
+            Source::Header { name, twin, .. } => {
                 let values = parts
                     .headers
                     .get_all(name)
@@ -138,7 +175,7 @@ impl Source {
                     }
                 }
             }
-            Source::Query(param) => {
+            Source::Query { param, .. } => {
                 let Some(query) = parts.uri.query() else {
                     return;
                 };
@@ -148,7 +185,10 @@ impl Source {
                     }
                 }
             }
-            Source::Cookie(cookie_name) => {
+            Source::Cookie {
+                cookie: cookie_name,
+                ..
+            } => {
                 let pairs = parts
                     .headers
                     .get_all(COOKIE)
@@ -174,49 +214,19 @@ fn decode(text: &str) -> String {
         .unwrap_or_default()
 }
 
-impl Source {
-    /// How details and trace notes name the source ("header x-api-key"). Built with plain
-    /// pushes: it runs for every authenticated request.
-    pub fn label(&self) -> String {
-        let mut label = String::with_capacity(48);
-        match self {
-            Source::Header { name, .. } if name == AUTHORIZATION => {
-                label.push_str("header Authorization (Bearer)");
-            }
-            Source::Header { name, twin } => {
-                label.push_str("header ");
-                label.push_str(name.as_str());
-                if let Some(t) = twin {
-                    label.push_str(" (or ");
-                    label.push_str(t.as_str());
-                    label.push(')');
-                }
-            }
-            Source::Query(q) => {
-                label.push_str("query parameter ");
-                label.push_str(q);
-            }
-            Source::Cookie(c) => {
-                label.push_str("cookie ");
-                label.push_str(c);
-            }
-        }
-        label
-    }
-}
-
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.label())
+        f.write_str(self.label())
     }
 }
 
 /// What the sources of one authenticator hold.
-pub enum Lookup<'a> {
+pub enum Lookup<'a, 'p> {
     None,
-    /// One credential, possibly repeated in several sources (the same value twice is no conflict).
+    /// One credential, possibly repeated in several sources (the same value twice is no conflict),
+    /// borrowed from the request unless it had to be decoded.
     Found {
-        credential: Secret<String>,
+        credential: Secret<Cow<'p, str>>,
         sources: Sources<'a>,
     },
     /// Two different credentials in two sources.
@@ -255,8 +265,8 @@ impl<'a> Sources<'a> {
     }
 }
 
-pub fn lookup<'a>(sources: &'a [Source], parts: &Parts) -> Lookup<'a> {
-    let mut found: Option<(Cow<'_, str>, Sources<'a>)> = None;
+pub fn lookup<'a, 'p>(sources: &'a [Source], parts: &'p Parts) -> Lookup<'a, 'p> {
+    let mut found: Option<(Cow<'p, str>, Sources<'a>)> = None;
     let mut conflict = None;
     for source in sources {
         source.each_value(parts, &mut |value| match &mut found {
@@ -280,7 +290,7 @@ pub fn lookup<'a>(sources: &'a [Source], parts: &Parts) -> Lookup<'a> {
     match found {
         None => Lookup::None,
         Some((value, sources)) => Lookup::Found {
-            credential: Secret::new(value.into_owned()),
+            credential: Secret::new(value),
             sources,
         },
     }
@@ -335,8 +345,8 @@ mod tests {
     #[test]
     fn removal_keeps_other_query_params_and_cookies() {
         let mut p = parts("/x?a=1&key=s&b=2", &[("cookie", "key=s; theme=dark")]);
-        Source::Query("key".into()).remove_from(&mut p);
-        Source::Cookie("key".into()).remove_from(&mut p);
+        Source::parse("query:key").unwrap().remove_from(&mut p);
+        Source::parse("cookie:key").unwrap().remove_from(&mut p);
         assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
         assert_eq!(p.headers["cookie"], "theme=dark");
     }

@@ -95,24 +95,27 @@ async fn every_algorithm_family_verifies() {
     ];
     for (alg, key, consumer) in &cases {
         let id = j
-            .verify(&mint(*alg, key, consumer))
+            .verify(mint(*alg, key, consumer).as_deref())
             .await
             .unwrap_or_else(|r| panic!("{consumer}: {r:?}"));
         assert_eq!(id.consumer_name(), Some(*consumer));
         // A second use is a cache hit and gives the same identity.
-        let again = j.verify(&mint(*alg, key, consumer)).await.unwrap();
+        let again = j
+            .verify(mint(*alg, key, consumer).as_deref())
+            .await
+            .unwrap();
         assert_eq!(again.subject, id.subject);
     }
     // Each key verifies only its own algorithm.
     let rsa = EncodingKey::from_rsa_pem(&read("rsa.key.pem")).unwrap();
     let r = j
-        .verify(&mint(Algorithm::RS256, &rsa, "ps"))
+        .verify(mint(Algorithm::RS256, &rsa, "ps").as_deref())
         .await
         .unwrap_err();
     assert_eq!(r.reason, Reason::JwtAlgNotAllowed, "{r:?}");
     let other = EncodingKey::from_rsa_pem(&read("rsa2.key.pem")).unwrap();
     let r = j
-        .verify(&mint(Algorithm::RS256, &other, "rs"))
+        .verify(mint(Algorithm::RS256, &other, "rs").as_deref())
         .await
         .unwrap_err();
     assert_eq!(r.reason, Reason::JwtSignatureInvalid, "{r:?}");
@@ -126,17 +129,17 @@ async fn cache_hits_recheck_time() {
     // Expired beyond the 30s leeway: refused on first use.
     let claims = json!({"key": "hs", "exp": claims::now() as u64 - 60});
     let t = Secret::new(encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap());
-    let r = j.verify(&t).await.unwrap_err();
+    let r = j.verify(t.as_deref()).await.unwrap_err();
     assert_eq!(r.reason, Reason::JwtExpired);
     assert!(r.detail.contains("ago, at 20"), "{}", r.detail);
     // A cached entry whose exp has passed is refused and dropped.
     let good = mint(Algorithm::HS256, &key, "hs");
-    j.verify(&good).await.unwrap();
+    j.verify(good.as_deref()).await.unwrap();
     let h = cache::hash(good.expose());
     let mut entry = j.cache.get(&h).unwrap();
     entry.times.exp = Some(claims::now() - 100.0);
     j.cache.insert(h, entry, claims::now());
-    let r = j.verify(&good).await.unwrap_err();
+    let r = j.verify(good.as_deref()).await.unwrap_err();
     assert_eq!(r.reason, Reason::JwtExpired);
     assert!(j.cache.get(&h).is_none());
 }
