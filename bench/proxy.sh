@@ -3,16 +3,18 @@
 #
 # One run:
 #   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set, and
-#      the hyper-floor example;
+#      the hyper-floor and relay-floor examples;
 #   2. starts an nginx upstream that answers every request with "ok\n";
 #   3. starts three proxies in front of it: nginx, HAProxy, keyway
 #      (keyway with an unauthenticated route `/` and an api-key route `/keyed/`;
 #      JWT rows: keyway's jwt authenticator and HAProxy's jwt_verify, with the
 #      same HS256 and RS256 tokens, `alg` pinned and `exp` checked on both),
-#      plus two references without targets: nginx setting the headers keyway
-#      adds, and hyper-floor (examples/hyper_floor.rs), a proxy made of
-#      keyway's HTTP stack alone, which shows what the stack allows and what
-#      keyway's stages cost;
+#      plus three references without targets: nginx setting the headers keyway
+#      adds; hyper-floor (examples/hyper_floor.rs), a proxy made of keyway's
+#      HTTP stack alone, which shows what the stack allows and what keyway's
+#      stages cost; and relay-floor (examples/relay_floor.rs), which only
+#      relays bytes, so its req/s is the most this machine's load generator
+#      (wrk and the upstream on one core) lets any proxy show;
 #   4. runs wrk (1 thread, 50 connections) against each target after a 1s
 #      warm-up, parses req/s and p50/p99 latency; repeats that ROUNDS times,
 #      interleaved, and keeps each target's median;
@@ -435,18 +437,21 @@ else
     KEYWAY_BIN=$REPO_ROOT/target/release/keyway
     [[ -x $KEYWAY_BIN ]] || die "build did not produce $KEYWAY_BIN"
 fi
-# The reference proxy built from keyway's own HTTP stack (examples/hyper_floor.rs).
+# The reference proxies: keyway's own HTTP stack alone (examples/hyper_floor.rs), and a byte
+# relay with no HTTP library (examples/relay_floor.rs).
 if [[ $SKIP_KEYWAY != 1 ]]; then
-    log "building the hyper-floor reference (cargo build --release --example hyper_floor)"
-    cargo build --release --example hyper_floor
+    log "building the hyper-floor and relay-floor references (cargo build --release --example ...)"
+    cargo build --release --example hyper_floor --example relay_floor
     FLOOR_BIN=$REPO_ROOT/target/release/examples/hyper_floor
+    RELAY_BIN=$REPO_ROOT/target/release/examples/relay_floor
     [[ -x $FLOOR_BIN ]] || die "build did not produce $FLOOR_BIN"
+    [[ -x $RELAY_BIN ]] || die "build did not produce $RELAY_BIN"
 fi
 
 # -------------------------------------------------------------------- ports --
-ports=$(free_ports 7) || die "cannot allocate free ports"
-read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD P_FLOOR <<<"$ports"
-[[ -n ${P_NGINX_FWD:-} ]] || die "cannot allocate free ports (got: $ports)"
+ports=$(free_ports 8) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD P_FLOOR P_RELAY <<<"$ports"
+[[ -n ${P_RELAY:-} ]] || die "cannot allocate free ports (got: $ports)"
 
 # ---------------------------------------------------------------- jwt keys --
 # One RSA key pair and one HMAC secret; the tokens are minted here with openssl
@@ -649,6 +654,11 @@ EOF
         "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UPSTREAM"
     PID_FLOOR=$LAST_PID
     wait_http "hyper-floor" "http://127.0.0.1:$P_FLOOR/" "$PID_FLOOR"
+    # For reference only: what the load generator lets a proxy that costs almost nothing show.
+    start_bg relay-floor "$TMP/relay-floor.log" "${PIN_PROXY[@]}" "$RELAY_BIN" \
+        "127.0.0.1:$P_RELAY" "127.0.0.1:$P_UPSTREAM"
+    PID_RELAY=$LAST_PID
+    wait_http "relay-floor" "http://127.0.0.1:$P_RELAY/" "$PID_RELAY"
     expect_status "keyway" 200 "http://127.0.0.1:$P_KEYWAY/"
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x"
     expect_status "keyway" 401 "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: wrong-$API_KEY"
@@ -669,6 +679,7 @@ for name in nginx nginx-fwd-headers; do CPU_PID[$name]=$PID_NGINX_WORKER; done
 for name in haproxy haproxy-jwt-hs256 haproxy-jwt-rs256; do CPU_PID[$name]=$PID_HAPROXY; done
 if [[ $SKIP_KEYWAY != 1 ]]; then
     CPU_PID[hyper-floor]=$PID_FLOOR
+    CPU_PID[relay-floor]=$PID_RELAY
     for name in keyway keyway-apikey keyway-jwt-hs256 keyway-jwt-rs256; do
         CPU_PID[$name]=$PID_KEYWAY
     done
@@ -680,6 +691,7 @@ all_targets() {
     bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
     if [[ $SKIP_KEYWAY != 1 ]]; then
         bench_target hyper-floor "http://127.0.0.1:$P_FLOOR/"
+        bench_target relay-floor "http://127.0.0.1:$P_RELAY/"
         bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
         bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
     fi
@@ -771,6 +783,10 @@ printf '  %-36s %9s   (reference: the cost of keyway stages)\n' "keyway/hyper-fl
     "$(ratio "$(val RPS keyway)" "$(val RPS hyper-floor)")"
 printf '  %-36s %9s   (reference: what the HTTP stack allows)\n' "hyper-floor/nginx req/s" \
     "$(ratio "$(val RPS hyper-floor)" "$(val RPS nginx)")"
+printf '  %-36s %9s   (reference: the load generator'"'"'s limit; near 1.0, nginx is at it)\n' "relay-floor/nginx req/s" \
+    "$(ratio "$(val RPS relay-floor)" "$(val RPS nginx)")"
+printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "relay-floor/nginx cpu per request" \
+    "$(ratio "$(val CPU relay-floor)" "$(val CPU nginx)")"
 printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "keyway/nginx cpu per request" \
     "$(ratio "$(val CPU keyway)" "$(val CPU nginx)")"
 printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "keyway/hyper-floor cpu per request" \
