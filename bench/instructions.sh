@@ -6,7 +6,7 @@
 # the hot path can be judged in one run:
 #   1. builds keyway (cargo build --release) unless KEYWAY_BIN is set;
 #   2. starts an nginx upstream answering "ok\n", and keyway under valgrind --tool=callgrind with an
-#      unauthenticated route `/` and an api-key route `/keyed/`;
+#      unauthenticated route `/` and an api-key route `/keyed/` (1,000 consumers in the config);
 #   3. for each route, and for the public route with a browser-sized head: zeroes the counters,
 #      runs wrk (1 thread, 10 connections, DURATION), dumps the counters, and prints
 #      instructions / requests.
@@ -63,6 +63,16 @@ EOF
 nginx -p "$TMP/up/" -c "$TMP/up.conf" &
 PIDS+=($!)
 
+# other_consumers N: N more consumers with a key each, so the API-key row looks its key up among
+# 1,000 as a real deployment would.
+other_consumers() {
+    python3 -c '
+import hashlib, sys
+for i in range(int(sys.argv[1])):
+    digest = hashlib.sha256(f"other-key-{i}".encode()).hexdigest()
+    print(f"  - {{name: other-{i}, api_keys: [\"sha256:{digest}\"]}}")' "$1"
+}
+
 cat >"$TMP/keyway.yaml" <<EOF
 listen: 127.0.0.1:$P_KW
 workers: 1
@@ -71,6 +81,7 @@ upstreams:
   app: {url: "http://127.0.0.1:$P_UP"}
 consumers:
   - {name: bench, api_keys: ["sha256:$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)"]}
+$(other_consumers 999)
 authenticators:
   key: {type: api_key, header: x-api-key}
 routes:
@@ -111,6 +122,7 @@ count() {
 
 echo "keyway user-space instructions per request (callgrind; kernel excluded)"
 count plain /
+# The API-key route, its key among 1,000 consumers' keys.
 count api-key /keyed/x -H "x-api-key: $API_KEY"
 # A browser's request: 14 headers, about 600 bytes of head (wrk's own is 2 headers, 40 bytes), so
 # the work that grows with the head shows.

@@ -587,10 +587,11 @@ fn compile_api_key(
         },
         (None, from) => compile_sources(from.as_ref(), &["header:x-api-key"], at, path, d),
     };
-    let keys: Vec<([u8; 32], Arc<Consumer>)> = consumers
-        .iter()
-        .flat_map(|(c, hashes)| hashes.iter().map(move |h| (*h, c.clone())))
-        .collect();
+    let keys = api_key::KeyTable::new(
+        consumers
+            .iter()
+            .flat_map(|(c, hashes)| hashes.iter().map(move |h| (*h, c.clone()))),
+    );
     if keys.is_empty() {
         d.warn(
             "api_key_without_keys",
