@@ -36,18 +36,24 @@ fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, BoxError> {
 fn request_end(buf: &[u8]) -> Result<Framing, BoxError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf)? {
-        httparse::Status::Partial => Ok(Framing::Partial),
-        httparse::Status::Complete(head) => Ok(Framing::Ends(head + content_length(req.headers)?)),
-    }
+    let status = req.parse(buf)?;
+    framing(status, req.headers)
 }
 
 fn response_end(buf: &[u8]) -> Result<Framing, BoxError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
-    match res.parse(buf)? {
+    let status = res.parse(buf)?;
+    framing(status, res.headers)
+}
+
+fn framing(
+    status: httparse::Status<usize>,
+    headers: &[httparse::Header<'_>],
+) -> Result<Framing, BoxError> {
+    match status {
         httparse::Status::Partial => Ok(Framing::Partial),
-        httparse::Status::Complete(head) => Ok(Framing::Ends(head + content_length(res.headers)?)),
+        httparse::Status::Complete(head) => Ok(Framing::Ends(head + content_length(headers)?)),
     }
 }
 
