@@ -1,6 +1,7 @@
 //! Picks the route for a request: most specific first (host, exact path, longest prefix,
 //! methods, headers), never file order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -110,15 +111,24 @@ pub struct Router {
     routes: Vec<Arc<Route>>,
     /// Some route matches on the host: only then is it read for routing.
     matches_hosts: bool,
+    /// With many routes, the routes a path can match, found by hash instead of trying each.
+    index: Option<PathIndex>,
 }
+
+/// From this many routes on, the router finds candidates through a `PathIndex`: a request path
+/// costs a few hash lookups, while trying a route costs about 20 instructions.
+const INDEX_FROM: usize = 24;
 
 impl Router {
     pub fn new(mut routes: Vec<Arc<Route>>) -> Self {
         routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.specificity()));
         let matches_hosts = routes.iter().any(|r| r.matcher.host != HostMatch::Any);
+        let index = (routes.len() >= INDEX_FROM)
+            .then(|| PathIndex::new(routes.iter().map(|r| &r.matcher.path)));
         Router {
             routes,
             matches_hosts,
+            index,
         }
     }
 
@@ -133,9 +143,16 @@ impl Router {
             None
         };
         let path = parts.uri.path();
-        self.routes
-            .iter()
-            .find(|r| r.matcher.matches(host, path, &parts.method, parts))
+        let matches = |i: usize| {
+            self.routes[i]
+                .matcher
+                .matches(host, path, &parts.method, parts)
+        };
+        let found = match &self.index {
+            Some(index) => index.first_match(path, matches),
+            None => (0..self.routes.len()).find(|&i| matches(i)),
+        };
+        found.map(|i| &self.routes[i])
     }
 
     /// The router stage: the route, or 404 `route.none`.
@@ -161,6 +178,68 @@ impl Router {
                 .hint("Check the routes' match rules with `keyway explain`."))
             }
         }
+    }
+}
+
+/// The positions (in specificity order) of the routes whose path matcher can accept a path,
+/// looked up by the pieces of the path `path_has_prefix` would compare.
+#[derive(Debug, Default)]
+struct PathIndex {
+    exact: HashMap<Box<str>, Vec<usize>>,
+    prefix: HashMap<Box<str>, Vec<usize>>,
+    /// Prefixes that end in `/`, without it: `/api/` also matches the path `/api`.
+    prefix_without_slash: HashMap<Box<str>, Vec<usize>>,
+}
+
+impl PathIndex {
+    fn new<'a>(paths: impl Iterator<Item = &'a PathMatch>) -> Self {
+        let mut index = PathIndex::default();
+        for (i, path) in paths.enumerate() {
+            match path {
+                PathMatch::Exact(p) => index.exact.entry(p.as_str().into()).or_default().push(i),
+                PathMatch::Prefix(p) => {
+                    index.prefix.entry(p.as_str().into()).or_default().push(i);
+                    if let Some(trimmed) = p.strip_suffix('/').filter(|t| !t.is_empty()) {
+                        index
+                            .prefix_without_slash
+                            .entry(trimmed.into())
+                            .or_default()
+                            .push(i);
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// The first position, in specificity order, whose route `matches`.
+    fn first_match(&self, path: &str, matches: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut consider = |positions: Option<&Vec<usize>>| {
+            // Ascending: past the best so far, nothing in this list can win.
+            for &i in positions.into_iter().flatten() {
+                if best.is_some_and(|b| i >= b) {
+                    break;
+                }
+                if matches(i) {
+                    best = Some(i);
+                    break;
+                }
+            }
+        };
+        consider(self.exact.get(path));
+        consider(self.prefix_without_slash.get(path));
+        // The prefix `/` accepts every path.
+        consider(self.prefix.get("/"));
+        // Every other prefix `path_has_prefix` accepts is the path up to a `/` (included), up to
+        // just before one, or the whole path.
+        let bytes = path.as_bytes();
+        for end in 2..=bytes.len() {
+            if bytes[end - 1] == b'/' || bytes.get(end).is_none_or(|&b| b == b'/') {
+                consider(path.get(..end).and_then(|piece| self.prefix.get(piece)));
+            }
+        }
+        best
     }
 }
 
@@ -196,6 +275,91 @@ mod tests {
         assert!(!path_has_prefix("/apix", "/api"));
         assert!(!path_has_prefix("/apix", "/api/"));
         assert!(path_has_prefix("/anything", "/"));
+    }
+
+    /// The index must pick exactly the route that trying every route in order picks.
+    #[test]
+    fn the_path_index_agrees_with_trying_every_route() {
+        const PATHS: [&str; 12] = [
+            "/", "/api", "/api/", "/api/v1", "/api/v1/", "/apix", "/a", "/a/", "/a/b", "/a/b/",
+            "/a/b/c", "/x/",
+        ];
+        const REQUESTS: [&str; 18] = [
+            "/",
+            "/api",
+            "/api/",
+            "/api/v1",
+            "/api/v1/users",
+            "/apix",
+            "/apix/y",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/b/",
+            "/a/b/c",
+            "/a/b/c/d",
+            "/x",
+            "/x/y",
+            "/zzz",
+            "//",
+            "/api//v1",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut compared = 0;
+        for _ in 0..300 {
+            let mut matchers: Vec<Matcher> = (0..1 + next(40))
+                .map(|_| Matcher {
+                    host: match next(3) {
+                        0 => HostMatch::Any,
+                        1 => HostMatch::Exact("a.example".into()),
+                        _ => HostMatch::Suffix(".example".into()),
+                    },
+                    path: match next(2) {
+                        0 => PathMatch::Exact(PATHS[next(PATHS.len())].into()),
+                        _ => PathMatch::Prefix(PATHS[next(PATHS.len())].into()),
+                    },
+                    methods: [vec![], vec![Method::GET], vec![Method::POST]][next(3)].clone(),
+                    headers: if next(4) == 0 {
+                        vec![(
+                            HeaderName::from_static("x-env"),
+                            HeaderValue::from_static("prod"),
+                        )]
+                    } else {
+                        Vec::new()
+                    },
+                })
+                .collect();
+            matchers.sort_by_key(|m| std::cmp::Reverse(m.specificity()));
+            let index = PathIndex::new(matchers.iter().map(|m| &m.path));
+            for _ in 0..50 {
+                let path = REQUESTS[next(REQUESTS.len())];
+                let host = ["a.example", "b.example", "other.test"][next(3)];
+                let mut request = http::Request::builder()
+                    .method([Method::GET, Method::POST][next(2)].clone())
+                    .uri(path);
+                if next(2) == 0 {
+                    request = request.header("x-env", "prod");
+                }
+                let parts = request.body(()).unwrap().into_parts().0;
+                let matches =
+                    |i: usize| matchers[i].matches(Some(host), path, &parts.method, &parts);
+                let tried = (0..matchers.len()).find(|&i| matches(i));
+                assert_eq!(
+                    index.first_match(path, matches),
+                    tried,
+                    "{path} on {host}: {matchers:#?}"
+                );
+                compared += usize::from(tried.is_some());
+            }
+        }
+        // Most requests found a route: the comparison is not between two `None`s.
+        assert!(compared > 5_000, "{compared}");
     }
 
     #[test]

@@ -21,6 +21,17 @@ async fn routed_to(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &st
 
 #[tokio::test]
 async fn most_specific_route_wins_regardless_of_file_order() {
+    most_specific_route_wins(0).await;
+}
+
+/// From 24 routes on the router finds candidates through its path index: the same choices.
+#[tokio::test]
+async fn most_specific_route_wins_among_many_routes() {
+    most_specific_route_wins(40).await;
+}
+
+/// The specificity cases, with `fillers` more prefix routes (`/filler-N/`, to upstream beta).
+async fn most_specific_route_wins(fillers: usize) {
     let names = [
         "catchall",
         "api",
@@ -60,7 +71,7 @@ routes:
   - {{name: wildcard, match: {{host: "*.tenants.example", path_prefix: /}}, upstream: wildcard, auth: []}}
   - {{name: post, match: {{path_prefix: /api/, methods: [POST, put]}}, upstream: post, auth: []}}
   - {{name: beta, match: {{path_prefix: /api/, headers: {{x-beta: "1"}}}}, upstream: beta, auth: []}}
-"#,
+{}"#,
         url("catchall"),
         url("api"),
         url("api_v2"),
@@ -70,8 +81,26 @@ routes:
         url("wildcard"),
         url("post"),
         url("beta"),
+        (0..fillers)
+            .map(|i| format!(
+                "  - {{name: filler-{i}, match: {{path_prefix: /filler-{i}/}}, upstream: beta, auth: []}}\n"
+            ))
+            .collect::<String>(),
     ))
     .await;
+    for i in [0, fillers / 2, fillers.saturating_sub(1)]
+        .into_iter()
+        .take(fillers)
+    {
+        let path = format!("/filler-{i}/x");
+        assert_eq!(routed_to(&gw, "GET", &path, &[]).await, "beta", "{path}");
+        let near = format!("/filler-{i}x");
+        assert_eq!(
+            routed_to(&gw, "GET", &near, &[]).await,
+            "catchall",
+            "{near}"
+        );
+    }
 
     assert_eq!(routed_to(&gw, "GET", "/", &[]).await, "catchall");
     assert_eq!(routed_to(&gw, "GET", "/apix", &[]).await, "catchall");
