@@ -143,16 +143,13 @@ impl Router {
             None
         };
         let path = parts.uri.path();
-        let matches = |i: usize| {
-            self.routes[i]
-                .matcher
-                .matches(host, path, &parts.method, parts)
-        };
-        let found = match &self.index {
-            Some(index) => index.first_match(path, matches),
-            None => (0..self.routes.len()).find(|&i| matches(i)),
-        };
-        found.map(|i| &self.routes[i])
+        let matches = |route: &Route| route.matcher.matches(host, path, &parts.method, parts);
+        match &self.index {
+            Some(index) => index
+                .first_match(path, |i| self.routes.get(i).is_some_and(|r| matches(r)))
+                .and_then(|i| self.routes.get(i)),
+            None => self.routes.iter().find(|r| matches(r)),
+        }
     }
 
     /// The router stage: the route, or 404 `route.none`.
