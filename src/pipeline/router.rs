@@ -186,6 +186,9 @@ struct PathIndex {
     prefix: HashMap<Box<str>, Vec<usize>>,
     /// Prefixes that end in `/`, without it: `/api/` also matches the path `/api`.
     prefix_without_slash: HashMap<Box<str>, Vec<usize>>,
+    /// No piece of a path longer than this can be a prefix: a long path with many `/` costs no
+    /// more lookups, nor longer ones, than the config's longest prefix allows.
+    longest_prefix: usize,
 }
 
 impl PathIndex {
@@ -195,6 +198,7 @@ impl PathIndex {
             match path {
                 PathMatch::Exact(p) => index.exact.entry(p.as_str().into()).or_default().push(i),
                 PathMatch::Prefix(p) => {
+                    index.longest_prefix = index.longest_prefix.max(p.len());
                     index.prefix.entry(p.as_str().into()).or_default().push(i);
                     if let Some(trimmed) = p.strip_suffix('/').filter(|t| !t.is_empty()) {
                         index
@@ -231,7 +235,7 @@ impl PathIndex {
         // Every other prefix `path_has_prefix` accepts is the path up to a `/` (included), up to
         // just before one, or the whole path.
         let bytes = path.as_bytes();
-        for end in 2..=bytes.len() {
+        for end in 2..=bytes.len().min(self.longest_prefix) {
             if bytes[end - 1] == b'/' || bytes.get(end).is_none_or(|&b| b == b'/') {
                 consider(path.get(..end).and_then(|piece| self.prefix.get(piece)));
             }
@@ -281,7 +285,7 @@ mod tests {
             "/", "/api", "/api/", "/api/v1", "/api/v1/", "/apix", "/a", "/a/", "/a/b", "/a/b/",
             "/a/b/c", "/x/",
         ];
-        const REQUESTS: [&str; 18] = [
+        const REQUESTS: [&str; 20] = [
             "/",
             "/api",
             "/api/",
@@ -300,6 +304,8 @@ mod tests {
             "/zzz",
             "//",
             "/api//v1",
+            "/a/b/c/d/e/f/g/h/i/j/k",
+            "//////////////",
         ];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = |n: usize| {
