@@ -30,7 +30,13 @@ macro_rules! reasons {
 
 reasons! {
     RouteNone => ("route.none", StatusCode::NOT_FOUND, "No route matches the request's host, path, method and headers."),
-    PathInvalid => ("request.bad_path", StatusCode::BAD_REQUEST, "The path has dot segments (raw or percent-encoded) that could resolve to another route upstream."),
+    PathInvalid => ("request.bad_path", StatusCode::BAD_REQUEST, "The path is not one keyway can route on: dot segments (raw, percent-encoded or before `;`), a `%` without two hex digits, an encoded NUL, or a request-target that is not a path."),
+    PathEncodedSlash => ("path.encoded_slash", StatusCode::BAD_REQUEST, "The path has `%2F`, `%5C` or `\\`, which upstreams decode differently; allowed with `paths.encoded_slashes: keep`."),
+    PathSemicolon => ("path.semicolon", StatusCode::BAD_REQUEST, "The path has `;`, which servlet containers cut from each segment; allowed with `paths.semicolons: keep`."),
+    HostMissing => ("host.missing", StatusCode::BAD_REQUEST, "An HTTP/1.1 or HTTP/2 request names no host (no `Host`, no absolute-form target, no `:authority`)."),
+    HostConflicting => ("host.conflicting", StatusCode::BAD_REQUEST, "More than one `Host`, or a `Host` that disagrees with the request-target's authority or `:authority`."),
+    HostInvalid => ("host.invalid", StatusCode::BAD_REQUEST, "The authority is not a host name or IP literal with an optional port (userinfo, percent-encoding, empty labels, a bad port)."),
+    RequestBodyInvalid => ("request.body_invalid", StatusCode::BAD_REQUEST, "The request body is malformed (an invalid chunk size or chunk line) or ended before its declared length."),
     HeaderUnderscore => ("header.underscore", StatusCode::BAD_REQUEST, "A header name contains `_` and `headers.underscores` is `reject`."),
     HeaderAmbiguous => ("header.ambiguous", StatusCode::BAD_REQUEST, "Two header names fold to the same name (`X-User_Id` and `X-User-Id`); backends could confuse them."),
     HeaderTooLarge => ("header.too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "The request headers exceed `headers.max_request_header_bytes` or `headers.max_request_headers`."),

@@ -12,7 +12,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::file::{
     AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig, OnUnauthenticated, RouteFile,
-    UpstreamFile, Workers,
+    SpellingFile, UpstreamFile, Workers,
 };
 use super::runtime::{Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream};
 use super::types::Text;
@@ -20,6 +20,7 @@ use super::{ConfigError, Loaded, Warning, lint};
 use crate::pipeline::authn::source::Source;
 use crate::pipeline::authn::{Authenticator, api_key, jwt};
 use crate::pipeline::authz::Allow;
+use crate::pipeline::canonical::{PathPolicy, Spelling};
 use crate::pipeline::headers::{HeaderPolicy, fold};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, Router};
 use crate::pipeline::upstream::pool::Pool;
@@ -113,6 +114,13 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
     let authenticators = compile_authenticators(file, &consumers, &mut d);
     let routes = compile_routes(file, &upstreams, &authenticators, &mut d);
     let headers = compile_header_policy(file, &upstreams, &authenticators);
+    if file.routes.is_empty() {
+        d.error(
+            None,
+            "routes",
+            "the config has no routes: every request would be refused with 404 route.none; add at least one route (a public one says auth: [])",
+        );
+    }
     lint::check(file, &mut d);
     if !d.errors.is_empty() {
         return Err(d.errors);
@@ -133,6 +141,10 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
         workers,
         admin,
         headers,
+        paths: PathPolicy {
+            encoded_slashes: spelling(file.paths.encoded_slashes),
+            semicolons: spelling(file.paths.semicolons),
+        },
         limits,
         trusted_proxies,
         detail: file.errors.detail,
@@ -145,6 +157,13 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
         runtime,
         warnings: d.warnings,
     })
+}
+
+fn spelling(s: SpellingFile) -> Spelling {
+    match s {
+        SpellingFile::Reject => Spelling::Reject,
+        SpellingFile::Keep => Spelling::Keep,
+    }
 }
 
 fn parse_addr(
@@ -793,12 +812,10 @@ fn compile_matcher(
         (None, None) => PathMatch::Prefix("/".to_owned()),
     };
     let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &path_match;
-    if !p.starts_with('/') {
-        d.error(
-            Some(at),
-            format!("{path}.match"),
-            format!("path {p:?} must start with /"),
-        );
+    // Requests are routed on their canonical path: a route written otherwise could never match,
+    // or match a spelling upstreams read as another path.
+    if let Err(message) = crate::pipeline::canonical::route_path(p) {
+        d.error(Some(at), format!("{path}.match"), message);
     }
     let host = match &m.host {
         None => HostMatch::Any,

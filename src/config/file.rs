@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     #[serde(default)]
     pub limits: LimitsFile,
+    /// How path spellings that upstreams read differently are treated.
+    #[serde(default)]
+    pub paths: PathsFile,
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, UpstreamFile>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -100,6 +103,26 @@ pub struct LimitsFile {
     pub header_read_timeout: Option<Dur>,
     /// Time to drain in-flight requests on shutdown (default 30s).
     pub shutdown_grace: Option<Dur>,
+}
+
+/// `reject` (400) or `keep` (route and forward as sent).
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpellingFile {
+    #[default]
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathsFile {
+    /// `%2F`, `%5C` and raw `\` in a path: reject (400 path.encoded_slash, default) or keep.
+    #[serde(default)]
+    pub encoded_slashes: SpellingFile,
+    /// `;` in a path: reject (400 path.semicolon, default) or keep.
+    #[serde(default)]
+    pub semicolons: SpellingFile,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use super::file::{DetailLevel, OnUnauthenticated};
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::authz::Allow;
+use crate::pipeline::canonical::PathPolicy;
 use crate::pipeline::headers::HeaderPolicy;
 use crate::pipeline::router::{Matcher, Router};
 use crate::pipeline::upstream::pool::Pool;
@@ -24,6 +25,7 @@ pub struct Runtime {
     pub workers: Option<usize>,
     pub admin: Option<Admin>,
     pub headers: HeaderPolicy,
+    pub paths: PathPolicy,
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub detail: DetailLevel,

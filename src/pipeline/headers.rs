@@ -136,13 +136,15 @@ impl HeaderPolicy {
         for name in headers.keys() {
             let text = name.as_str();
             found.underscore |= text.as_bytes().contains(&b'_');
-            // Identity prefixes start with x, hop-by-hop names with c, k, p, t or u: the first
-            // byte passes most names over.
+            // Identity prefixes start with x, hop-by-hop names with c, h, k, p, t or u: the
+            // first byte passes most names over.
             match text.as_bytes().first() {
                 Some(b'x') => {
                     found.identity |= IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p))
                 }
-                Some(b'c' | b'k' | b'p' | b't' | b'u') => found.hop_by_hop |= is_hop_by_hop(text),
+                Some(b'c' | b'h' | b'k' | b'p' | b't' | b'u') => {
+                    found.hop_by_hop |= is_hop_by_hop(text)
+                }
                 _ => {}
             }
             found.identity |= claims && self.claim_headers.contains(name);
@@ -240,11 +242,13 @@ fn is_identity_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
     IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p)) || claim_headers.contains(name)
 }
 
-/// Hop-by-hop by definition (RFC 9110 §7.6.1), or `Upgrade`, which only an upgrade keeps.
+/// Hop-by-hop by definition (RFC 9110 §7.6.1), or `Upgrade`, which only an upgrade keeps, or
+/// `HTTP2-Settings`, which belongs to an `Upgrade: h2c` keyway never forwards (RFC 7540 §3.2.1).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection"
+            | "http2-settings"
             | "keep-alive"
             | "proxy-connection"
             | "proxy-authenticate"
@@ -313,7 +317,7 @@ pub struct Client {
     forwarded: HeaderValue,
     /// The values for the host the connection's last request named: a keep-alive client nearly
     /// always names the same one.
-    last_host: Mutex<Option<(Box<str>, HostValues)>>,
+    last_host: Mutex<Option<(HeaderValue, HostValues)>>,
     /// HTTP/1 only: its requests never overlap.
     request_timer: Option<RequestTimer>,
 }
@@ -358,10 +362,11 @@ impl Client {
         self.request_timer.as_ref()
     }
 
-    /// X-Forwarded-Host and this hop's Forwarded element for `host`.
-    pub fn host_values(&self, host: &str) -> Option<HostValues> {
+    /// X-Forwarded-Host and this hop's Forwarded element for `host`, the client's value with its
+    /// port (validated by the authority stage: no quote or backslash can be in it).
+    pub fn host_values(&self, host: &HeaderValue) -> Option<HostValues> {
         if let Ok(last) = self.last_host.lock()
-            && let Some((_, values)) = last.as_ref().filter(|(h, _)| &**h == host)
+            && let Some((_, values)) = last.as_ref().filter(|(h, _)| h == host)
         {
             return Some(values.clone());
         }
@@ -371,11 +376,11 @@ impl Client {
         element.extend_from_slice(host.as_bytes());
         element.extend_from_slice(b"\"");
         let values = HostValues {
-            x_forwarded_host: HeaderValue::from_str(host).ok()?,
+            x_forwarded_host: host.clone(),
             forwarded: HeaderValue::from_maybe_shared(element.freeze()).ok()?,
         };
         if let Ok(mut last) = self.last_host.lock() {
-            *last = Some((host.into(), values.clone()));
+            *last = Some((host.clone(), values.clone()));
         }
         Some(values)
     }
@@ -428,7 +433,7 @@ impl ForwardingSent {
 
 /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded: appended to the incoming chain
 /// from a trusted peer, replacing it otherwise.
-pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&str>) {
+pub fn set_forwarding(headers: &mut HeaderMap, peer: Peer<'_>, host: Option<&HeaderValue>) {
     let sent = ForwardingSent::of(headers);
     let host_values = host.and_then(|h| peer.client.host_values(h));
     apply_forwarding(headers, peer, host_values, sent);
@@ -627,6 +632,7 @@ mod tests {
     fn each_hop_by_hop_name_alone_is_removed() {
         for name in [
             "connection",
+            "http2-settings",
             "keep-alive",
             "proxy-connection",
             "proxy-authenticate",
@@ -667,11 +673,15 @@ mod tests {
             client: &client,
             trusted: true,
         };
-        set_forwarding(&mut h, peer, Some("example.com"));
+        set_forwarding(
+            &mut h,
+            peer,
+            Some(&HeaderValue::from_static("example.com:8080")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(
             h["forwarded"],
-            "for=10.0.0.1, for=127.0.0.1;proto=http;host=\"example.com\""
+            "for=10.0.0.1, for=127.0.0.1;proto=http;host=\"example.com:8080\""
         );
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-real-ip", "10.0.0.1")]);
         set_forwarding(
@@ -680,15 +690,15 @@ mod tests {
                 trusted: false,
                 ..peer
             },
-            Some("example.com"),
+            Some(&HeaderValue::from_static("example.com:8080")),
         );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-real-ip"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["x-forwarded-host"], "example.com:8080");
         assert_eq!(
             h["forwarded"],
-            "for=127.0.0.1;proto=http;host=\"example.com\""
+            "for=127.0.0.1;proto=http;host=\"example.com:8080\""
         );
     }
 

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use super::authn::Identity;
 use super::headers::{ForwardingSent, Peer, apply_forwarding};
-use super::router::{PathMatch, request_host};
+use super::router::PathMatch;
 use super::trace::{Stage, Trace};
 use crate::config::runtime::{Route, Target, Upstream};
 
@@ -34,7 +34,10 @@ pub fn apply(
             "replaced the client's forwarding headers: the peer is not in trusted_proxies",
         );
     }
-    let host_values = request_host(parts).and_then(|h| peer.client.host_values(h));
+    let host_values = trace
+        .authority
+        .as_ref()
+        .and_then(|a| peer.client.host_values(a.client_value()));
     apply_forwarding(&mut parts.headers, peer, host_values, sent);
     if let Some(id) = identity {
         set_identity_headers(parts, id, trace);

@@ -1,10 +1,12 @@
-//! The request pipeline. `decide` runs the stages that decide (limits → headers → router →
-//! authn → authz) and is shared by everything that needs a decision; `handle` adds injection
-//! and the upstream for proxied requests. Every stage appends to one `Trace`.
+//! The request pipeline. `decide` runs the stages that decide (limits → canonical authority and
+//! path → headers → router → authn → authz) and is shared by everything that needs a decision;
+//! `handle` adds injection and the upstream for proxied requests. Every stage appends to one
+//! `Trace`.
 
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod canonical;
 pub mod echo;
 pub mod headers;
 pub mod inject;
@@ -30,7 +32,6 @@ use self::trace::{RequestPath, Stage, Trace};
 use self::upstream::pool::Pool;
 use crate::app::App;
 use crate::config::runtime::{Route, Runtime, Target};
-use crate::reason::Reason;
 
 /// What the deciding stages concluded for an allowed request.
 pub struct Decision {
@@ -38,15 +39,17 @@ pub struct Decision {
     pub identity: Option<Identity>,
 }
 
-/// The deciding stages, in order.
+/// The deciding stages, in order. `tls`: the request came over TLS (its default port is 443).
 pub async fn decide(
     rt: &Runtime,
     parts: &mut Parts,
     upgrade: bool,
+    tls: bool,
     trace: &mut Trace,
 ) -> Result<Decision, Refusal> {
     rt.headers.check_limits(parts, trace)?;
-    check_path(parts.uri.path(), trace)?;
+    trace.authority = canonical::authority(parts, tls, trace)?;
+    canonical::path(parts, rt.paths, trace)?;
     rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
     let route = rt.router.route(parts, trace)?;
     let identity = authn::authenticate(&route, parts, trace).await?;
@@ -85,7 +88,7 @@ pub fn handle(
             client: &client,
             trusted,
         };
-        let result = match decide(&rt, &mut parts, upgrade, &mut trace).await {
+        let result = match decide(&rt, &mut parts, upgrade, client.tls, &mut trace).await {
             Ok(decision) => match prepare(decision, &mut parts, peer, &mut trace) {
                 Prepared::Answered(response) => Ok(response),
                 Prepared::Forward { route, pool } => {
@@ -135,30 +138,33 @@ fn prepare(decision: Decision, parts: &mut Parts, peer: Peer<'_>, trace: &mut Tr
     let Decision { route, identity } = decision;
     let upstream = &*route.upstream;
     // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
-    // client's (an HTTP/2 request carries it in the URI, which `inject` makes origin-form), else
-    // the upstream's own for an HTTP/1.0 client that sent none.
-    let client_authority = parts.uri.authority().cloned();
+    // authority routing used (an HTTP/2 request carries it in the URI, which `inject` makes
+    // origin-form), else the upstream's own for an HTTP/1.0 client that named none.
     parts.version = http::Version::HTTP_11;
     inject::apply(&route, upstream, identity.as_ref(), parts, peer, trace);
     parts.headers.insert(
         request_id::X_REQUEST_ID.clone(),
         trace.request_id.header_value().clone(),
     );
-    if !parts.headers.contains_key(http::header::HOST) {
-        let host = match (&client_authority, &upstream.target) {
-            (Some(authority), _) => Some(authority),
-            (None, Target::Http { authority, .. }) => {
-                trace.step(
-                    Stage::Inject,
-                    "no Host from the client: sent the upstream's",
-                );
-                Some(authority)
+    match (&trace.authority, &upstream.target) {
+        // Usually the client's own Host header, left in place.
+        (Some(authority), _) => {
+            if parts.headers.get(http::header::HOST) != Some(&authority.value) {
+                parts
+                    .headers
+                    .insert(http::header::HOST, authority.value.clone());
             }
-            (None, Target::Echo) => None,
-        };
-        if let Some(Ok(host)) = host.map(|a| HeaderValue::from_str(a.as_str())) {
-            parts.headers.insert(http::header::HOST, host);
         }
+        (None, Target::Http { authority, .. }) => {
+            trace.step(
+                Stage::Inject,
+                "no Host from the client: sent the upstream's",
+            );
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(http::header::HOST, host);
+            }
+        }
+        (None, Target::Echo) => {}
     }
     match &upstream.target {
         Target::Echo => {
@@ -169,70 +175,5 @@ fn prepare(decision: Decision, parts: &mut Parts, peer: Peer<'_>, trace: &mut Tr
             pool: pool.clone(),
             route,
         },
-    }
-}
-
-/// A path whose dot segments (raw or percent-encoded, with `/`, `%2F`, `\\` or `%5C` as separators)
-/// could make the upstream resolve a different path than the router matched. Encoded slashes on
-/// their own (`/projects/group%2Fname`) are legitimate and pass.
-fn check_path(path: &str, trace: &mut Trace) -> Result<(), Refusal> {
-    // Without a dot, a percent sign or a backslash there is no dot segment in any spelling.
-    if memchr::memchr3(b'.', b'%', b'\\', path.as_bytes()).is_none() {
-        return Ok(());
-    }
-    let has_dot_segment = |p: &str| p.split('/').any(|seg| seg == "." || seg == "..");
-    let suspicious = if path.contains(['%', '\\']) {
-        let normalized = path
-            .to_ascii_lowercase()
-            .replace("%2f", "/")
-            .replace("%5c", "/")
-            .replace('\\', "/")
-            .replace("%2e", ".");
-        has_dot_segment(&normalized)
-    } else {
-        has_dot_segment(path)
-    };
-    if !suspicious {
-        return Ok(());
-    }
-    trace.step(Stage::Limits, "path with dot segments");
-    Err(Refusal::new(
-        Reason::PathInvalid,
-        "The path contains dot segments (., .., or encoded forms), which could reach a different route upstream.",
-    )
-    .hint("Send the normalized path."))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_segments_in_any_spelling_are_refused() {
-        let mut t = Trace::start(
-            request_id::mint(),
-            http::Method::GET,
-            RequestPath::default(),
-        );
-        for bad in [
-            "/a/../b",
-            "/a/./b",
-            "/public/%2e%2e/admin",
-            "/public%2F..%2Fadmin",
-            "/p/%2E./x",
-            "/p\\..\\x",
-            "/..",
-        ] {
-            assert!(check_path(bad, &mut t).is_err(), "{bad}");
-        }
-        for good in [
-            "/",
-            "/static/app.js",
-            "/projects/group%2Fname",
-            "/a/..b/c",
-            "/a%20b",
-        ] {
-            assert!(check_path(good, &mut t).is_ok(), "{good}");
-        }
     }
 }

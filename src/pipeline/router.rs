@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method};
 
+use super::canonical::Authority;
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
 use crate::config::runtime::Route;
@@ -136,12 +137,9 @@ impl Router {
         &self.routes
     }
 
-    pub fn find(&self, parts: &Parts) -> Option<&Arc<Route>> {
-        let host = if self.matches_hosts {
-            request_host(parts)
-        } else {
-            None
-        };
+    /// The most specific route for the request, whose canonical host (without port) is `host`.
+    pub fn find(&self, parts: &Parts, host: Option<&str>) -> Option<&Arc<Route>> {
+        let host = host.filter(|_| self.matches_hosts);
         let path = parts.uri.path();
         let matches = |route: &Route| route.matcher.matches(host, path, &parts.method, parts);
         match &self.index {
@@ -152,14 +150,15 @@ impl Router {
         }
     }
 
-    /// The router stage: the route, or 404 `route.none`.
+    /// The router stage, on the canonical host the trace holds: the route, or 404 `route.none`.
     pub fn route(&self, parts: &Parts, trace: &mut Trace) -> Result<Arc<Route>, Refusal> {
-        match self.find(parts) {
+        let host = trace.authority.as_ref().map(Authority::host);
+        match self.find(parts, host).cloned() {
             Some(route) => {
                 trace.route = Some(route.name.clone());
                 // The route itself is in `trace.route`; a static note keeps the hot path allocation-free.
                 trace.step(Stage::Router, "matched");
-                Ok(route.clone())
+                Ok(route)
             }
             None => {
                 trace.step(Stage::Router, "no route matched");
@@ -169,7 +168,7 @@ impl Router {
                         "No route matches {} {} on host {}.",
                         parts.method,
                         parts.uri.path(),
-                        host_for_display(parts)
+                        trace.authority.as_ref().map_or("(none)", Authority::host)
                     ),
                 )
                 .hint("Check the routes' match rules with `keyway explain`."))
@@ -242,26 +241,6 @@ impl PathIndex {
         }
         best
     }
-}
-
-/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
-pub fn request_host(parts: &Parts) -> Option<&str> {
-    let raw = match parts.uri.authority() {
-        Some(a) => a.as_str(),
-        None => parts.headers.get(http::header::HOST)?.to_str().ok()?,
-    };
-    Some(strip_port(raw))
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-fn host_for_display(parts: &Parts) -> String {
-    request_host(parts).unwrap_or("(none)").to_owned()
 }
 
 #[cfg(test)]
@@ -363,12 +342,5 @@ mod tests {
         }
         // Most requests found a route: the comparison is not between two `None`s.
         assert!(compared > 5_000, "{compared}");
-    }
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("example.com"), "example.com");
     }
 }

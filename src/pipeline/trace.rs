@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::canonical::Authority;
 use super::refusal::Refusal;
 use super::request_id::RequestId;
 
@@ -12,6 +13,8 @@ use super::request_id::RequestId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     Limits,
+    /// The request's one authority and one path.
+    Canonical,
     Router,
     Headers,
     Authn,
@@ -24,6 +27,7 @@ impl Stage {
     pub const fn as_str(self) -> &'static str {
         match self {
             Stage::Limits => "limits",
+            Stage::Canonical => "canonical",
             Stage::Router => "router",
             Stage::Headers => "headers",
             Stage::Authn => "authn",
@@ -130,6 +134,8 @@ pub struct Trace {
     pub path: RequestPath,
     started: Instant,
     pub route: Option<Arc<str>>,
+    /// The authority routed on and sent upstream (with the client's spelling when it differed).
+    pub authority: Option<Authority>,
     pub steps: Vec<Step>,
     pub removals: Vec<Removal>,
     pub identity: Option<IdentitySummary>,
@@ -147,6 +153,7 @@ impl Trace {
             path,
             started: Instant::now(),
             route: None,
+            authority: None,
             steps: Vec::with_capacity(8),
             removals: Vec::new(),
             identity: None,

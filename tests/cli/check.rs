@@ -354,6 +354,9 @@ fn bad_upstream_urls_are_errors() {
   a: {url: "127.0.0.1:3000"}
   b: {url: "https://example.com/"}
   c: {url: "http:// bad"}
+  d: {url: "http://127.0.0.1:3000"}
+routes:
+  - {name: all, match: {path_prefix: /}, upstream: d, auth: []}
 "#,
     );
     c.fails_with(3)
@@ -429,6 +432,8 @@ fn an_unset_variable_without_default_names_the_variable() {
   tools:
     url: "http://127.0.0.1:3000"
     inject: {Authorization: "Bearer ${KEYWAY_TEST_CLI_UNSET}"}
+routes:
+  - {name: all, match: {path_prefix: /}, upstream: tools, auth: []}
 "#;
     let c = check(yaml);
     c.fails_with(1).has_error(
@@ -450,6 +455,8 @@ fn a_missing_secret_file_is_an_error_and_paths_are_relative_to_the_config() {
   tools:
     url: "http://127.0.0.1:3000"
     inject: {Authorization: "Bearer ${file:missing.txt}"}
+routes:
+  - {name: all, match: {path_prefix: /}, upstream: tools, auth: []}
 "#;
     let c = check(yaml);
     let expected = std::path::Path::new(&c.file)
@@ -476,6 +483,9 @@ fn a_key_of_another_authenticator_type_is_an_error() {
     type: api_key
     header: x-api-key
     consumer_claim: sub
+upstreams: {app: {url: "http://127.0.0.1:3000"}}
+routes:
+  - {name: all, match: {path_prefix: /}, upstream: app, auth: []}
 "#,
     );
     c.fails_with(1).has_error(
@@ -574,4 +584,42 @@ fn a_missing_config_file_is_an_error() {
             .contains("cannot read"),
         "{v:#}"
     );
+}
+
+#[test]
+fn a_config_without_routes_is_an_error_for_check_and_run() {
+    // SIGHUP with an emptied file used to turn every request into 404: now nothing with no
+    // routes loads, whether checked, run or reloaded (the reload case is in tests/e2e).
+    for text in ["", "{}", "# only a comment\n", "listen: 127.0.0.1:8080\n"] {
+        let c = check(text);
+        c.fails_with(1);
+        let error = &c.errors()[0];
+        assert_eq!(error["path"], "routes", "{text:?}");
+        assert!(error["message"].as_str().unwrap().contains("no routes"));
+        assert!(
+            c.text
+                .stdout
+                .contains(&format!("{}:routes: the config has no routes", c.file)),
+            "{}",
+            c.text.stdout
+        );
+        let run = keyway(&["run", "-c", &c.file], &[], None);
+        assert_eq!(run.code, 1, "{text:?}: {run:?}");
+        assert!(run.stderr.contains("no routes"), "{text:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn route_paths_must_be_written_in_canonical_form() {
+    let c = check(&format!(
+        r#"{}  - {{name: a, match: {{path_prefix: //api}}, upstream: app, auth: []}}
+  - {{name: b, match: {{path: /v1/things:batch}}, upstream: app, auth: []}}
+  - {{name: c, match: {{path: /%61dmin}}, upstream: app, auth: []}}
+"#,
+        base()
+    ));
+    c.fails_with(3)
+        .has_error(9, 5, "routes[0].match", &["write it as \"/api\""])
+        .has_error(10, 5, "routes[1].match", &["reserved character ':'"])
+        .has_error(11, 5, "routes[2].match", &["write it as \"/admin\""]);
 }

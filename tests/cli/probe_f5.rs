@@ -165,7 +165,7 @@ async fn probe_of_a_closed_port_fails() {
         dir.path(),
         "closed.yaml",
         &format!(
-            "upstreams:\n  gone:\n    url: \"http://127.0.0.1:{port}\"\n    timeouts: {{connect: 2s, request: 5s}}\n"
+            "upstreams:\n  gone:\n    url: \"http://127.0.0.1:{port}\"\n    timeouts: {{connect: 2s, request: 5s}}\nroutes:\n  - {{name: all, match: {{path_prefix: /}}, upstream: gone, auth: []}}\n"
         ),
     );
     let text = check(&file, false, &[]).await;

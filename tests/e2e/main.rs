@@ -4,7 +4,9 @@
 mod support;
 
 mod authn;
+mod canonical;
 mod connections;
+mod differential;
 mod garbage;
 mod headers;
 mod limits;

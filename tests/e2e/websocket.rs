@@ -171,12 +171,12 @@ async fn an_upgrade_without_the_key_is_refused_at_the_handshake() {
     gw.stop().await;
 }
 
-/// Any upgrade, not only WebSocket, becomes a byte tunnel: whatever the upstream sends after
-/// 101 reaches the client unchanged, even bytes that look like an HTTP error head.
+/// An upgraded WebSocket connection is a byte tunnel: whatever the upstream sends after 101
+/// reaches the client unchanged, even bytes that look like an HTTP error head.
 #[tokio::test]
 async fn an_upgraded_connection_is_a_transparent_tunnel() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // An upstream that accepts `Upgrade: echo` and then echoes bytes.
+    // An upstream that accepts the upgrade and then echoes bytes.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -187,7 +187,7 @@ async fn an_upgraded_connection_is_a_transparent_tunnel() {
                 }
                 let mut buf = [0u8; 1024];
                 let _ = stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n")
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
                     .await;
                 loop {
                     match stream.read(&mut buf).await {
@@ -208,7 +208,7 @@ async fn an_upgraded_connection_is_a_transparent_tunnel() {
     client
         .write_all(
             format!(
-                "GET /ws/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: upgrade\r\nx-api-key: {KEY}\r\n\r\n"
+                "GET /ws/tunnel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\nx-api-key: {KEY}\r\n\r\n"
             )
             .as_bytes(),
         )

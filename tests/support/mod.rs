@@ -2,6 +2,8 @@
 //! a real HTTP client. Readiness is awaited by polling, never by fixed sleeps.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -418,7 +420,11 @@ impl RawAnswer {
     pub fn status(&self) -> Option<u16> {
         let text = String::from_utf8_lossy(&self.bytes);
         let line = text.lines().next()?;
-        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+        line.strip_prefix("HTTP/1.1 ")
+            .or_else(|| line.strip_prefix("HTTP/1.0 "))?
+            .get(..3)?
+            .parse()
+            .ok()
     }
 
     pub fn text(&self) -> String {

@@ -17,14 +17,20 @@ use pin_project_lite::pin_project;
 
 use self::deadline::{RequestTimer, Within};
 use self::pool::{ConnectError, Lease, Pool, Sender};
-use super::body::{Body, UpstreamBody};
+use super::body::{Body, Progress, RequestBody, UpstreamBody};
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
 use crate::config::runtime::Upstream;
 use crate::reason::Reason;
 
+/// A WebSocket handshake (RFC 6455 §4.1): an HTTP/1.1 GET with `Connection: upgrade` and
+/// `Upgrade: websocket`, the only upgrade keyway forwards. Any other (`h2c`, or a list) is not
+/// an upgrade: the headers stage removes `Upgrade` and `HTTP2-Settings` as hop-by-hop, so the
+/// connection can never become a tunnel whose later requests skip the pipeline.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
+    req.version() == http::Version::HTTP_11
+        && req.method() == http::Method::GET
+        && names_websocket(req.headers())
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -32,6 +38,15 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Exactly one `Upgrade` value, naming exactly `websocket`.
+fn names_websocket(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+    )
 }
 
 /// Sends the request to the upstream and streams its answer back. The request goes into the
@@ -45,11 +60,15 @@ pub fn forward<'a>(
     trace: &'a mut Trace,
 ) -> impl Future<Output = Result<Response<Body>, Refusal>> + Send + 'a {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let (body, request_body) = RequestBody::new(body);
+    let req = Request::from_parts(parts, body);
     Forward {
         exchange: deadline::within(timer, upstream.timeouts.request, exchange(pool, req)),
         upstream,
         pool,
         client_upgrade,
+        request_body,
         trace,
     }
 }
@@ -63,6 +82,7 @@ pin_project! {
         upstream: &'a Upstream,
         pool: &'a Arc<Pool>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        request_body: Option<Arc<Progress>>,
         trace: &'a mut Trace,
     }
 }
@@ -80,6 +100,7 @@ where
             this.upstream,
             this.pool,
             this.client_upgrade.take(),
+            this.request_body.take(),
             sent,
             this.trace,
         ))
@@ -91,11 +112,15 @@ fn answer(
     upstream: &Upstream,
     pool: &Arc<Pool>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_body: Option<Arc<Progress>>,
     sent: Option<Result<Exchanged, ExchangeError>>,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
     let (mut response, sender, connection) = match sent {
         Some(Ok(done)) => done,
+        Some(Err(err)) if request_body.as_deref().is_some_and(Progress::failed) => {
+            return Err(bad_request_body(&err, trace));
+        }
         Some(Err(err)) => return Err(failure(upstream, &err, trace)),
         None => {
             trace.step(Stage::Upstream, "timed out waiting for the response");
@@ -113,9 +138,12 @@ fn answer(
     };
     // The status is in the trace once the response is recorded.
     trace.step(Stage::Upstream, connection.note());
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_side) = client_upgrade
-    {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Only the WebSocket handshake keyway forwarded may become a tunnel.
+        let Some(client_side) = client_upgrade.filter(|_| names_websocket(response.headers()))
+        else {
+            return Err(unasked_upgrade(upstream, &response, trace));
+        };
         // The connection becomes the tunnel; it is never reused.
         drop(sender);
         let upstream_side = hyper::upgrade::on(&mut response);
@@ -129,8 +157,30 @@ fn answer(
         return Ok(response.map(|_| Body::empty()));
     }
     strip_response_hop_by_hop(response.headers_mut());
-    let lease = Lease::new(sender, pool.clone());
+    let lease = Lease::new(sender, pool.clone(), request_body);
     Ok(response.map(|incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)))))
+}
+
+/// A 101 that does not answer the request's WebSocket handshake: never a tunnel.
+fn unasked_upgrade(
+    upstream: &Upstream,
+    response: &Response<Incoming>,
+    trace: &mut Trace,
+) -> Refusal {
+    let offered = response.headers().get(header::UPGRADE).map_or_else(
+        || "nothing".to_owned(),
+        |v| format!("{:?}", String::from_utf8_lossy(v.as_bytes())),
+    );
+    trace.step(Stage::Upstream, "refused a 101 that keyway did not ask for");
+    Refusal::new(
+        Reason::UpstreamProtocol,
+        format!(
+            "Upstream {} ({}) switched protocols (101, Upgrade: {offered}) without being asked to; keyway forwards only WebSocket handshakes and never turns a connection into a tunnel otherwise.",
+            upstream.name,
+            upstream.origin()
+        ),
+    )
+    .hint("Check what the upstream answers; only a WebSocket handshake may be answered with 101.")
 }
 
 /// Which connection carried the exchange.
@@ -170,7 +220,7 @@ type Exchanged = (Response<Incoming>, Sender, Connection);
 /// the future holds the request only in hyper's send; the other cases are rare and boxed.
 fn exchange(
     pool: &Pool,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Exchange<'_, impl Future<Output = Result<Response<Incoming>, TrySendError>> + Send + use<>> {
     match pool.take_idle() {
         Some(mut sender) if sender.is_ready() => {
@@ -189,7 +239,7 @@ fn exchange(
 
 type BoxedExchange<'a> =
     Pin<Box<dyn Future<Output = Result<Exchanged, ExchangeError>> + Send + 'a>>;
-type TrySendError = hyper::client::conn::TrySendError<Request<Incoming>>;
+type TrySendError = hyper::client::conn::TrySendError<Request<RequestBody>>;
 
 pin_project! {
     /// `exchange`'s future: a struct, so that hyper's send is held once, in place.
@@ -242,7 +292,7 @@ where
 async fn exchange_slow(
     pool: &Pool,
     waiting: Option<Sender>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Exchanged, ExchangeError> {
     let mut connection = Connection::New;
     if let Some(mut sender) = pool.reuse(waiting).await {
@@ -262,7 +312,7 @@ async fn exchange_slow(
 
 async fn exchange_on_new(
     pool: &Pool,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     connection: Connection,
 ) -> Result<Exchanged, ExchangeError> {
     let mut sender = pool.connect().await.map_err(ExchangeError::Connect)?;
@@ -271,6 +321,26 @@ async fn exchange_on_new(
         .await
         .map_err(ExchangeError::Exchange)?;
     Ok((response, sender, connection))
+}
+
+/// The client's request body could not be read (the exchange failed because of it): the
+/// client's fault, not the upstream's.
+fn bad_request_body(err: &ExchangeError, trace: &mut Trace) -> Refusal {
+    let what = match err {
+        ExchangeError::Exchange(e) => {
+            std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string())
+        }
+        ExchangeError::Connect(e) => e.to_string(),
+    };
+    trace.step(
+        Stage::Upstream,
+        "the request body from the client was malformed",
+    );
+    Refusal::new(
+        Reason::RequestBodyInvalid,
+        format!("The request body could not be read ({what}); nothing more was sent upstream."),
+    )
+    .hint("Send a well-formed body: valid chunked encoding, or exactly Content-Length bytes.")
 }
 
 fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refusal {

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::runtime::Timeouts;
+use crate::pipeline::body::{Progress, RequestBody};
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
 
 /// Idle connections kept per upstream; a connection released beyond this is closed.
 const MAX_IDLE: usize = 256;
@@ -160,20 +160,35 @@ impl Pool {
     }
 }
 
-/// A connection lent to one exchange, given back when its response body has ended.
+/// A connection lent to one exchange, given back when its response body has ended and its
+/// request body (if any) has been sent in full.
 #[derive(Debug)]
 pub struct Lease {
     sender: Sender,
     pool: Arc<Pool>,
+    request_body: Option<Arc<Progress>>,
 }
 
 impl Lease {
-    pub fn new(sender: Sender, pool: Arc<Pool>) -> Self {
-        Lease { sender, pool }
+    pub fn new(sender: Sender, pool: Arc<Pool>, request_body: Option<Arc<Progress>>) -> Self {
+        Lease {
+            sender,
+            pool,
+            request_body,
+        }
     }
 
-    /// The exchange is complete: the connection can carry the next request.
+    /// The response has been read to its end. The connection carries the next request only if
+    /// the request body is done too: one still uploading would hold that request back (an
+    /// upstream may answer before it has read the whole body). Otherwise it closes once the
+    /// upload ends.
     pub fn release(self) {
-        self.pool.put_idle(self.sender);
+        if self.request_body.as_deref().is_none_or(Progress::sent) {
+            self.pool.put_idle(self.sender);
+        } else {
+            tracing::debug!(
+                "upstream answered before the request body was sent: connection not reused"
+            );
+        }
     }
 }
