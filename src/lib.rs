@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod reason;
 pub mod secret;
 pub mod server;
+pub mod session;
