@@ -12,7 +12,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod fetch;
+pub mod forward_auth;
 pub mod metrics;
+pub mod oidc;
 pub mod pipeline;
 pub mod reason;
 pub mod secret;

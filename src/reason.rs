@@ -65,6 +65,18 @@ reasons! {
     UpstreamUnreachable => ("upstream.unreachable", StatusCode::BAD_GATEWAY, "keyway could not connect to the upstream."),
     UpstreamTimeout => ("upstream.timeout", StatusCode::GATEWAY_TIMEOUT, "The upstream did not connect or answer within its timeouts."),
     UpstreamProtocol => ("upstream.protocol", StatusCode::BAD_GATEWAY, "The upstream answered with something that is not valid HTTP, or closed early."),
+    SessionInvalid => ("session.invalid", StatusCode::UNAUTHORIZED, "The session cookie does not open: altered, cut short (a missing chunk), or sealed with a secret keyway does not hold."),
+    SessionExpired => ("session.expired", StatusCode::UNAUTHORIZED, "The session outlived `session.ttl`, or its tokens expired and could not be renewed."),
+    SessionRevoked => ("session.revoked", StatusCode::UNAUTHORIZED, "The session was signed out (here, on another instance, or by the provider's back-channel logout)."),
+    SessionStoreUnavailable => ("session.store_unavailable", StatusCode::SERVICE_UNAVAILABLE, "The session store (Redis) could not be reached."),
+    OidcProviderUnavailable => ("oidc.provider_unavailable", StatusCode::SERVICE_UNAVAILABLE, "The OpenID provider has not been discovered yet, or its token endpoint could not be reached."),
+    OidcStateInvalid => ("oidc.state_invalid", StatusCode::BAD_REQUEST, "The sign-in callback's `state` matches no sign-in in progress: missing, altered, expired (10 min) or replayed."),
+    OidcCodeRejected => ("oidc.code_rejected", StatusCode::UNAUTHORIZED, "The provider refused the authorization code (used already, expired, or for another client)."),
+    OidcNonceMismatch => ("oidc.nonce_mismatch", StatusCode::UNAUTHORIZED, "The ID token's `nonce` is not the one the sign-in sent."),
+    OidcSignInFailed => ("oidc.sign_in_failed", StatusCode::UNAUTHORIZED, "The provider answered the sign-in with an error (e.g. `access_denied`), or with another issuer."),
+    OidcLogoutTokenInvalid => ("oidc.logout_token_invalid", StatusCode::BAD_REQUEST, "A back-channel logout request without a valid logout token."),
+    ForwardAuthUntrusted => ("forward_auth.untrusted", StatusCode::FORBIDDEN, "A forward-auth request from a peer outside `trusted_proxies`: its `X-Original-*` / `X-Forwarded-*` headers are not believed."),
+    ForwardAuthNoOriginal => ("forward_auth.no_original", StatusCode::FORBIDDEN, "A forward-auth request that does not describe the original request (no `X-Original-URL`, `X-Original-URI` or `X-Forwarded-Uri`)."),
     JwtEmbeddedKey => ("jwt.embedded_key", StatusCode::UNAUTHORIZED, "The token header carries its own key or key location (`jwk`, `jku`, `x5u`, `x5c`); keyway never trusts them and refuses such tokens."),
 }
 

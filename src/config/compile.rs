@@ -21,6 +21,7 @@ use crate::pipeline::authn::source::Source;
 use crate::pipeline::authn::{Authenticator, api_key, jwt};
 use crate::pipeline::authz::Allow;
 use crate::pipeline::canonical::{PathPolicy, Spelling};
+use crate::pipeline::endpoints::Endpoints;
 use crate::pipeline::headers::{HeaderPolicy, fold};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, Router};
 use crate::pipeline::upstream::pool::Pool;
@@ -151,6 +152,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
         access_log: file.access_log.unwrap_or(true),
         router: Router::new(routes),
         upstreams: upstreams.into_values().collect(),
+        endpoints: Endpoints::new(&authenticators.values().cloned().collect::<Vec<_>>()),
         authenticators: authenticators.into_values().collect(),
     };
     Ok(Loaded {
@@ -549,6 +551,8 @@ fn compile_authenticators(
             AuthenticatorType::Jwt => {
                 jwt::compile(&name_arc, a, at, &path, &entries, d).map(Authenticator::Jwt)
             }
+            AuthenticatorType::Oidc => crate::oidc::compile::compile(&name_arc, a, at, &path, d)
+                .map(|o| Authenticator::Oidc(Box::new(o))),
         };
         if let Some(c) = compiled {
             out.insert(name.clone(), Arc::new(c));
@@ -752,6 +756,11 @@ fn compile_route(
             .iter()
             .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect(),
+        email_domains: a
+            .email_domains
+            .iter()
+            .map(|t| t.0.trim_start_matches('@').to_ascii_lowercase())
+            .collect(),
     });
     if allow.is_some() && r.auth.as_ref().is_some_and(Vec::is_empty) {
         d.error(
@@ -761,12 +770,35 @@ fn compile_route(
         );
     }
     let on_unauthenticated = r.on_unauthenticated.unwrap_or_default();
-    if on_unauthenticated == OnUnauthenticated::Redirect {
+    let has_oidc = auth.iter().any(|a| a.as_oidc().is_some());
+    if on_unauthenticated == OnUnauthenticated::Redirect && !has_oidc {
         d.error(
             Some(at),
             format!("{path}.on_unauthenticated"),
-            "redirect needs an oidc authenticator on the route, and this keyway has none configured",
+            format!(
+                "redirect sends browsers to an oidc authenticator's sign-in, and route {:?} lists none in auth",
+                r.name.value.0
+            ),
         );
+    }
+    // SPEC §11: an upstream gets one Authorization; keyway will not pick between two.
+    if let Some(upstream) = &upstream {
+        let injects_authorization = upstream
+            .inject
+            .iter()
+            .any(|(n, _)| n == http::header::AUTHORIZATION);
+        for a in auth.iter().filter_map(|a| a.as_oidc()) {
+            if a.pass_access_token && injects_authorization {
+                d.error(
+                    Some(at),
+                    format!("{path}.auth"),
+                    format!(
+                        "authenticator {} passes the access token as Authorization, and upstream {} injects Authorization too; drop one",
+                        a.name, upstream.name
+                    ),
+                );
+            }
+        }
     }
     if r.strip_prefix && r.matcher.path_prefix.is_none() {
         d.error(
@@ -788,6 +820,7 @@ fn compile_route(
         on_unauthenticated,
         forward_client_credentials: r.forward_client_credentials,
         strip_prefix: r.strip_prefix,
+        preflight_pass: r.preflight == super::file::PreflightFile::Pass,
     })
 }
 
@@ -885,6 +918,11 @@ fn compile_header_policy(
         claim_headers,
         max_header_bytes: file.headers.max_request_header_bytes.unwrap_or(65536),
         max_headers: file.headers.max_request_headers.unwrap_or(100),
+        keyway_cookies: authenticators
+            .values()
+            .filter_map(|a| a.as_oidc())
+            .map(|o| (o.sessions.cookie_name().to_owned(), o.state_cookie_prefix()))
+            .collect(),
     }
 }
 

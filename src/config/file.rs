@@ -193,6 +193,7 @@ pub struct ConsumerJwtFile {
 pub enum AuthenticatorType {
     ApiKey,
     Jwt,
+    Oidc,
 }
 
 /// One struct for every authenticator type, so unknown keys are reported with their line;
@@ -222,6 +223,61 @@ pub struct AuthenticatorFile {
     pub leeway: Option<Dur>,
     pub require_exp: Option<bool>,
     pub max_lifetime: Option<Dur>,
+    /// oidc: the client registered at the provider.
+    pub client_id: Option<Text>,
+    pub client_secret: Option<SecretText>,
+    /// oidc: `client_secret_basic` (default) or `client_secret_post`.
+    pub token_auth: Option<TokenAuthFile>,
+    /// oidc: where the provider sends the browser back (default `/_keyway/callback`).
+    pub redirect_path: Option<Text>,
+    /// oidc: the public origin (`https://app.example.com`) the redirect URI is built on; by
+    /// default the request's scheme and Host.
+    pub public_url: Option<Text>,
+    /// oidc: default `[openid, email, profile]`.
+    pub scopes: Option<Vec<Text>>,
+    pub session: Option<SessionFile>,
+    /// oidc: `Authorization: Bearer <access token>` to the upstream.
+    pub pass_access_token: Option<bool>,
+    /// oidc: `X-Keyway-Id-Token: <ID token>` to the upstream.
+    pub pass_id_token: Option<bool>,
+    /// oidc: hosts `rd` may name besides relative paths (`app.example.com`, `*.example.com`).
+    pub allowed_redirect_hosts: Option<Vec<Text>>,
+    /// oidc: where the provider POSTs back-channel logout tokens (default
+    /// `/_keyway/backchannel-logout`).
+    pub backchannel_logout_path: Option<Text>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthFile {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStoreFile {
+    #[default]
+    Cookie,
+    Redis,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// `cookie` (default: the session, encrypted, in the cookie) or `redis`.
+    #[serde(default)]
+    pub store: SessionStoreFile,
+    /// redis: `redis://host:port/db` (may hold a password: treated as a secret).
+    pub url: Option<SecretText>,
+    /// At least 32 bytes: encrypts the session (both stores) and the sign-in state.
+    pub secret: Option<SecretText>,
+    /// Secrets that still decrypt (rotation): cookies made with them are re-issued.
+    pub old_secrets: Option<Vec<SecretText>>,
+    /// Session lifetime (default 8h).
+    pub ttl: Option<Dur>,
+    /// Cookie name (default `keyway_session`).
+    pub cookie: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -255,6 +311,20 @@ pub struct AllowFile {
     /// Claim name → required value.
     #[serde(default)]
     pub claims: BTreeMap<String, Text>,
+    /// Domains the `email` claim may end in (`example.com` admits `a@example.com`).
+    #[serde(default)]
+    pub email_domains: Vec<Text>,
+}
+
+/// CORS preflights (`OPTIONS` with `Access-Control-Request-Method`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PreflightFile {
+    /// Authenticated like any request (default).
+    #[default]
+    Authenticate,
+    /// Passed without authentication (browsers send no credentials on a preflight).
+    Pass,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -275,6 +345,8 @@ pub struct RouteFile {
     pub forward_client_credentials: bool,
     #[serde(default)]
     pub strip_prefix: bool,
+    #[serde(default)]
+    pub preflight: PreflightFile,
 }
 
 impl AuthenticatorFile {
@@ -298,6 +370,23 @@ impl AuthenticatorFile {
             ("leeway", self.leeway.is_some()),
             ("require_exp", self.require_exp.is_some()),
             ("max_lifetime", self.max_lifetime.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("token_auth", self.token_auth.is_some()),
+            ("redirect_path", self.redirect_path.is_some()),
+            ("public_url", self.public_url.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("session", self.session.is_some()),
+            ("pass_access_token", self.pass_access_token.is_some()),
+            ("pass_id_token", self.pass_id_token.is_some()),
+            (
+                "allowed_redirect_hosts",
+                self.allowed_redirect_hosts.is_some(),
+            ),
+            (
+                "backchannel_logout_path",
+                self.backchannel_logout_path.is_some(),
+            ),
         ];
         flags
             .into_iter()
@@ -311,6 +400,7 @@ impl AuthenticatorType {
         match self {
             AuthenticatorType::ApiKey => "api_key",
             AuthenticatorType::Jwt => "jwt",
+            AuthenticatorType::Oidc => "oidc",
         }
     }
 
@@ -335,6 +425,24 @@ impl AuthenticatorType {
                 "leeway",
                 "require_exp",
                 "max_lifetime",
+            ],
+            AuthenticatorType::Oidc => &[
+                "issuer",
+                "client_id",
+                "client_secret",
+                "token_auth",
+                "redirect_path",
+                "public_url",
+                "scopes",
+                "session",
+                "identity_claim",
+                "groups_claim",
+                "claims_to_headers",
+                "leeway",
+                "pass_access_token",
+                "pass_id_token",
+                "allowed_redirect_hosts",
+                "backchannel_logout_path",
             ],
         }
     }

@@ -12,6 +12,7 @@ use super::file::{DetailLevel, OnUnauthenticated};
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::authz::Allow;
 use crate::pipeline::canonical::PathPolicy;
+use crate::pipeline::endpoints::Endpoints;
 use crate::pipeline::headers::HeaderPolicy;
 use crate::pipeline::router::{Matcher, Router};
 use crate::pipeline::upstream::pool::Pool;
@@ -33,6 +34,8 @@ pub struct Runtime {
     pub router: Router,
     pub upstreams: Vec<Arc<Upstream>>,
     pub authenticators: Vec<Arc<Authenticator>>,
+    /// keyway's own endpoints (`/_keyway/…`, oidc callback and back-channel paths).
+    pub endpoints: Endpoints,
 }
 
 impl Runtime {
@@ -46,6 +49,17 @@ impl Runtime {
 
     pub fn is_ready(&self) -> bool {
         self.authenticators.iter().all(|a| a.is_ready())
+    }
+
+    /// What keeps keyway from being ready: each authenticator not loaded yet, and why.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.authenticators
+            .iter()
+            .filter_map(|a| {
+                a.not_ready_because()
+                    .map(|why| format!("authenticator {}: {why}", a.name()))
+            })
+            .collect()
     }
 }
 
@@ -95,6 +109,15 @@ pub struct Route {
     pub on_unauthenticated: OnUnauthenticated,
     pub forward_client_credentials: bool,
     pub strip_prefix: bool,
+    /// `preflight: pass`: CORS preflights skip authentication.
+    pub preflight_pass: bool,
+}
+
+impl Route {
+    /// The oidc authenticator an unauthenticated browser signs in with: the route's first.
+    pub fn sign_in(&self) -> Option<&crate::oidc::OidcAuth> {
+        self.auth.iter().find_map(|a| a.as_oidc())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,8 @@ pub struct Allow {
     pub consumers: Vec<String>,
     pub groups: Vec<String>,
     pub claims: Vec<(String, String)>,
+    /// Lower case, without `@`: `example.com` admits `a@example.com`, not `a@sub.example.com`.
+    pub email_domains: Vec<String>,
 }
 
 impl Allow {
@@ -29,7 +31,16 @@ impl Allow {
                     .and_then(|c| c.get(name))
                     .is_some_and(|v| claim_equals(v, want))
             });
-        by_consumer || by_group || by_claims
+        let by_email = !self.email_domains.is_empty()
+            && id
+                .email()
+                .and_then(|e| e.rsplit_once('@'))
+                .is_some_and(|(_, domain)| {
+                    self.email_domains
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(domain))
+                });
+        by_consumer || by_group || by_claims || by_email
     }
 
     fn describe(&self) -> String {
@@ -47,6 +58,9 @@ impl Allow {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             parts.push(format!("claims [{}]", c.join(", ")));
+        }
+        if !self.email_domains.is_empty() {
+            parts.push(format!("email domains [{}]", self.email_domains.join(", ")));
         }
         parts.join(" or ")
     }
@@ -80,11 +94,17 @@ pub fn authorize(
         Some(c) => format!("consumer {c}"),
         None => format!("subject {}", id.subject),
     };
-    let groups = if id.groups.is_empty() {
+    let mut groups = if id.groups.is_empty() {
         "no groups".to_owned()
     } else {
         format!("groups [{}]", id.groups.join(", "))
     };
+    if !allow.email_domains.is_empty() {
+        groups.push_str(&match id.email() {
+            Some(email) => format!(" and email {email}"),
+            None => " and no email claim".to_owned(),
+        });
+    }
     Err(Refusal::new(
         Reason::AuthzDenied,
         format!(

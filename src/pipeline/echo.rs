@@ -16,6 +16,9 @@ pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) 
         let injected = upstream.inject.iter().any(|(n, _)| n == name);
         let text = if injected {
             "<injected, redacted>".to_owned()
+        } else if value.is_sensitive() {
+            // A token keyway passes on (pass_access_token, pass_id_token).
+            "<sensitive, redacted>".to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };

@@ -14,6 +14,7 @@ use super::trace::{RemovalCause, Stage, Trace};
 use super::upstream::deadline::RequestTimer;
 use crate::config::file::UnderscorePolicy;
 use crate::reason::Reason;
+use crate::session::cookie::{CookieJar, strip_prefixed};
 
 /// Prefixes of headers only keyway may set towards an upstream.
 const IDENTITY_PREFIXES: [&str; 2] = ["x-keyway-", "x-auth-request-"];
@@ -34,6 +35,8 @@ pub struct HeaderPolicy {
     pub claim_headers: Vec<HeaderName>,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// The session cookie name and sign-in state cookie prefix of each oidc authenticator.
+    pub keyway_cookies: Vec<(String, String)>,
 }
 
 /// Lower-case with `_` folded to `-`: how CGI-style backends see a header name.
@@ -127,6 +130,27 @@ impl HeaderPolicy {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         Ok(())
+    }
+
+    /// Removes keyway's own session and sign-in cookies (every chunk) from a request about to be
+    /// forwarded: an upstream never sees a session, and split cookies cannot push it over its
+    /// header limit.
+    pub fn strip_keyway_cookies(&self, headers: &mut HeaderMap, trace: &mut Trace) {
+        if self.keyway_cookies.is_empty() || !headers.contains_key(header::COOKIE) {
+            return;
+        }
+        let mut removed = 0;
+        for (session, state_prefix) in &self.keyway_cookies {
+            removed += CookieJar::new(session, "/", false).map_or(0, |jar| jar.strip(headers));
+            removed += strip_prefixed(headers, state_prefix);
+        }
+        if removed > 0 {
+            trace.removed("cookie (keyway session)", RemovalCause::KeywayCookie);
+            trace.step(
+                Stage::Inject,
+                format!("removed {removed} keyway session cookie(s) from the Cookie header"),
+            );
+        }
     }
 
     /// What the request's header names call for, in one pass: most requests need none of it.
@@ -529,6 +553,7 @@ mod tests {
             claim_headers: vec![HeaderName::from_static("x-user-email")],
             max_header_bytes: 65536,
             max_headers: 100,
+            keyway_cookies: Vec::new(),
         }
     }
 

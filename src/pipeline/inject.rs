@@ -3,7 +3,7 @@
 use http::request::Parts;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::authn::Identity;
 use super::headers::{ForwardingSent, Peer, apply_forwarding};
@@ -15,6 +15,7 @@ pub static X_KEYWAY_SUBJECT: HeaderName = HeaderName::from_static("x-keyway-subj
 pub static X_KEYWAY_CONSUMER: HeaderName = HeaderName::from_static("x-keyway-consumer");
 pub static X_KEYWAY_GROUPS: HeaderName = HeaderName::from_static("x-keyway-groups");
 pub static X_KEYWAY_AUTHENTICATOR: HeaderName = HeaderName::from_static("x-keyway-authenticator");
+pub static X_KEYWAY_EMAIL: HeaderName = HeaderName::from_static("x-keyway-email");
 
 /// Sets forwarding and identity headers, the upstream's `inject` headers, and the upstream URI.
 pub fn apply(
@@ -40,7 +41,7 @@ pub fn apply(
         .and_then(|a| peer.client.host_values(a.client_value()));
     apply_forwarding(&mut parts.headers, peer, host_values, sent);
     if let Some(id) = identity {
-        set_identity_headers(parts, id, trace);
+        identity_headers(&mut parts.headers, id, trace);
     }
     for (name, value) in &upstream.inject {
         parts.headers.insert(name.clone(), value.expose().clone());
@@ -61,8 +62,9 @@ pub fn apply(
     }
 }
 
-fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
-    let headers = &mut parts.headers;
+/// The identity headers (`X-Keyway-*`, `claims_to_headers`, passed tokens): on the upstream
+/// request, or on a forward-auth answer.
+pub fn identity_headers(headers: &mut HeaderMap, id: &Identity, trace: &mut Trace) {
     // A value built with the config when there is one, else made from `text`.
     let mut put = |name: &HeaderName, prebuilt: Option<&HeaderValue>, text: &dyn Fn() -> String| {
         match prebuilt
@@ -100,8 +102,11 @@ fn set_identity_headers(parts: &mut Parts, id: &Identity, trace: &mut Trace) {
         id.authenticator_header.as_ref(),
         &|| id.authenticator.to_string(),
     );
+    if let Some(email) = id.email() {
+        put(&X_KEYWAY_EMAIL, None, &|| email.to_owned());
+    }
     for (name, value) in &id.headers {
-        parts.headers.insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
 }
 

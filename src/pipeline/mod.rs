@@ -3,17 +3,21 @@
 //! `handle` adds injection and the upstream for proxied requests. Every stage appends to one
 //! `Trace`.
 
+pub mod answer;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod browser;
 pub mod canonical;
 pub mod echo;
+pub mod endpoints;
 pub mod headers;
 pub mod inject;
 pub mod refusal;
 pub mod request_id;
 pub mod router;
 pub mod trace;
+pub mod unauthenticated;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -21,40 +25,79 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
+use self::answer::Answer;
 use self::authn::Identity;
 use self::body::Body;
 use self::headers::{Client, Peer};
-use self::refusal::Refusal;
 use self::trace::{RequestPath, Stage, Trace};
+use self::unauthenticated::Mode;
 use self::upstream::pool::Pool;
 use crate::app::App;
 use crate::config::runtime::{Route, Runtime, Target};
+use crate::oidc::Conn;
 
 /// What the deciding stages concluded for an allowed request.
 pub struct Decision {
     pub route: Arc<Route>,
     pub identity: Option<Identity>,
+    /// `Set-Cookie` values for the response (a renewed session).
+    pub cookies: Vec<HeaderValue>,
 }
 
-/// The deciding stages, in order. `tls`: the request came over TLS (its default port is 443).
+/// The stages before keyway's own endpoints and routing: limits, then the request's one
+/// authority and one path, which everything after sees.
+pub fn admit(rt: &Runtime, parts: &mut Parts, conn: Conn, trace: &mut Trace) -> Result<(), Answer> {
+    rt.headers.check_limits(parts, trace)?;
+    trace.authority = canonical::authority(parts, conn.tls, trace)?;
+    canonical::path(parts, rt.paths, trace)?;
+    Ok(())
+}
+
+/// The deciding stages for an admitted request, in order: headers, router, authentication
+/// (answered by the unauthenticated stage when it fails), authorisation.
+pub async fn decide_route(
+    rt: &Runtime,
+    parts: &mut Parts,
+    upgrade: bool,
+    conn: Conn,
+    mode: Mode,
+    trace: &mut Trace,
+) -> Result<Decision, Answer> {
+    rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
+    let route = rt.router.route(parts, trace)?;
+    let authenticated = match authn::authenticate(&route, parts, conn, trace).await {
+        Ok(a) => a,
+        Err(u) => return Err(unauthenticated::answer(u, &route, parts, conn, mode, trace)),
+    };
+    let (identity, cookies) = match authenticated {
+        Some(a) => (Some(a.identity), a.cookies),
+        None => (None, Vec::new()),
+    };
+    if let Err(refusal) = authz::authorize(route.allow.as_ref(), identity.as_ref(), trace) {
+        // A 403 is never a redirect; a renewed session is still stored.
+        return Err(Answer::from(refusal).with_cookies(cookies));
+    }
+    Ok(Decision {
+        route,
+        identity,
+        cookies,
+    })
+}
+
+/// Every deciding stage: what explain and forward-auth run on a described request.
 pub async fn decide(
     rt: &Runtime,
     parts: &mut Parts,
     upgrade: bool,
-    tls: bool,
+    conn: Conn,
+    mode: Mode,
     trace: &mut Trace,
-) -> Result<Decision, Refusal> {
-    rt.headers.check_limits(parts, trace)?;
-    trace.authority = canonical::authority(parts, tls, trace)?;
-    canonical::path(parts, rt.paths, trace)?;
-    rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
-    let route = rt.router.route(parts, trace)?;
-    let identity = authn::authenticate(&route, parts, trace).await?;
-    authz::authorize(route.allow.as_ref(), identity.as_ref(), trace)?;
-    Ok(Decision { route, identity })
+) -> Result<Decision, Answer> {
+    admit(rt, parts, conn, trace)?;
+    decide_route(rt, parts, upgrade, conn, mode, trace).await
 }
 
 /// Serves one proxied request and records it.
@@ -69,7 +112,7 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let (request_id, replaced) = request_id::of(&parts.headers);
     let mut trace = Trace::start(
         request_id,
@@ -82,36 +125,15 @@ pub fn handle(
             "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
         );
     }
-    let trusted = rt.is_trusted(client.ip);
+    let conn = Conn {
+        tls: client.tls,
+        trusted: rt.is_trusted(client.ip),
+    };
     async move {
-        let peer = Peer {
-            client: &client,
-            trusted,
-        };
-        let result = match decide(&rt, &mut parts, upgrade, client.tls, &mut trace).await {
-            Ok(decision) => match prepare(decision, &mut parts, peer, &mut trace) {
-                Prepared::Answered(response) => Ok(response),
-                Prepared::Forward { route, pool } => {
-                    upstream::forward(
-                        &route.upstream,
-                        &pool,
-                        Request::from_parts(parts, body),
-                        upgrade,
-                        client.request_timer(),
-                        &mut trace,
-                    )
-                    .await
-                }
-            },
-            Err(refusal) => Err(refusal),
-        };
+        let result = respond(&rt, &client, conn, parts, body, upgrade, &mut trace).await;
         let mut response = match result {
             Ok(response) => response,
-            Err(refusal) => {
-                let response = refusal::render(&refusal, &trace, rt.detail);
-                trace.refusal = Some(refusal);
-                response
-            }
+            Err(answer) => answer::render(answer, &mut trace, rt.detail),
         };
         // The same value went to the upstream.
         response.headers_mut().insert(
@@ -125,6 +147,51 @@ pub fn handle(
     }
 }
 
+/// The answer to one request: keyway's own endpoints, or the deciding stages and then the
+/// upstream. An `Err` is what keyway answers itself.
+async fn respond(
+    rt: &Runtime,
+    client: &Client,
+    conn: Conn,
+    mut parts: Parts,
+    body: Incoming,
+    upgrade: bool,
+    trace: &mut Trace,
+) -> Result<Response<Body>, Answer> {
+    admit(rt, &mut parts, conn, trace)?;
+    if let Some(endpoint) = rt.endpoints.find(parts.uri.path()) {
+        // Boxed: forward-auth runs the deciding stages again inside, and every request's
+        // future would otherwise carry that size.
+        let serve = endpoints::serve(endpoint, rt, &mut parts, body, conn, trace);
+        return Err(Box::pin(serve).await);
+    }
+    let mut decision = decide_route(rt, &mut parts, upgrade, conn, Mode::Proxy, trace).await?;
+    let cookies = std::mem::take(&mut decision.cookies);
+    let peer = Peer {
+        client,
+        trusted: conn.trusted,
+    };
+    let mut response = match prepare(decision, rt, &mut parts, peer, trace) {
+        Prepared::Answered(response) => response,
+        Prepared::Forward { route, pool } => {
+            upstream::forward(
+                &route.upstream,
+                &pool,
+                Request::from_parts(parts, body),
+                upgrade,
+                client.request_timer(),
+                trace,
+            )
+            .await?
+        }
+    };
+    // A renewed session reaches the browser on the upstream's answer.
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
 /// An allowed request made ready for its upstream.
 enum Prepared {
     /// The builtin echo upstream answered.
@@ -134,8 +201,18 @@ enum Prepared {
 }
 
 /// Credential injection and the upstream request's head.
-fn prepare(decision: Decision, parts: &mut Parts, peer: Peer<'_>, trace: &mut Trace) -> Prepared {
-    let Decision { route, identity } = decision;
+fn prepare(
+    decision: Decision,
+    rt: &Runtime,
+    parts: &mut Parts,
+    peer: Peer<'_>,
+    trace: &mut Trace,
+) -> Prepared {
+    let Decision {
+        route, identity, ..
+    } = decision;
+    // keyway's own session and sign-in cookies never reach an upstream.
+    rt.headers.strip_keyway_cookies(&mut parts.headers, trace);
     let upstream = &*route.upstream;
     // The upstream speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 needs a Host: the
     // authority routing used (an HTTP/2 request carries it in the URI, which `inject` makes

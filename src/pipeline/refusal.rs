@@ -1,11 +1,11 @@
-//! A refusal is data; `render` is the one place that turns it into a response.
+//! A refusal is data: the reason, a detail a person can act on, a hint. `answer::render` turns
+//! it into a response, with the problem+json body and `WWW-Authenticate` built here.
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
-use super::body::Body;
 use super::trace::Trace;
 use crate::config::DetailLevel;
 use crate::reason::Reason;
@@ -19,6 +19,8 @@ pub struct Refusal {
     pub authenticator: Option<Arc<str>>,
     /// A token was presented (so RFC 6750 `error="invalid_token"` applies).
     pub token_presented: bool,
+    /// The status when it is not the reason's own (forward-auth answers `route.none` with 403).
+    pub status: Option<StatusCode>,
 }
 
 impl Refusal {
@@ -29,6 +31,7 @@ impl Refusal {
             hint: None,
             authenticator: None,
             token_presented: false,
+            status: None,
         }
     }
 
@@ -48,7 +51,12 @@ impl Refusal {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.reason.status()
+        self.status.unwrap_or_else(|| self.reason.status())
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 
@@ -117,27 +125,4 @@ fn quoted_string_safe(text: &str) -> String {
             _ => '?',
         })
         .collect()
-}
-
-/// The status answer of a refusal: problem+json plus the headers that explain it.
-pub fn render(refusal: &Refusal, trace: &Trace, detail: DetailLevel) -> Response<Body> {
-    let mut response = Response::new(Body::full(problem_body(refusal, trace, detail)));
-    *response.status_mut() = refusal.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(
-        "x-keyway-reason",
-        HeaderValue::from_static(refusal.reason.code()),
-    );
-    if let Some(challenge) = www_authenticate(refusal, detail) {
-        headers.insert(header::WWW_AUTHENTICATE, challenge);
-    }
-    if refusal.status() == StatusCode::BAD_REQUEST {
-        // The request was malformed: do not trust the rest of this connection.
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }

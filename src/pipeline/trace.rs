@@ -18,9 +18,13 @@ pub enum Stage {
     Router,
     Headers,
     Authn,
+    /// Browser or API, and how an unauthenticated request is answered.
+    Browser,
     Authz,
     Inject,
     Upstream,
+    /// keyway's own endpoints (forward-auth, sign-in, sign-out, callback).
+    Endpoint,
 }
 
 impl Stage {
@@ -31,9 +35,11 @@ impl Stage {
             Stage::Router => "router",
             Stage::Headers => "headers",
             Stage::Authn => "authn",
+            Stage::Browser => "browser",
             Stage::Authz => "authz",
             Stage::Inject => "inject",
             Stage::Upstream => "upstream",
+            Stage::Endpoint => "endpoint",
         }
     }
 }
@@ -59,15 +65,18 @@ pub enum RemovalCause {
     HopByHop,
     /// The credential keyway consumed (unless `forward_client_credentials`).
     ConsumedCredential,
+    /// keyway's own session and sign-in cookies, which never reach an upstream.
+    KeywayCookie,
 }
 
 impl RemovalCause {
-    pub const ALL: [RemovalCause; 5] = [
+    pub const ALL: [RemovalCause; 6] = [
         RemovalCause::UnderscorePolicy,
         RemovalCause::Collision,
         RemovalCause::IdentitySpoof,
         RemovalCause::HopByHop,
         RemovalCause::ConsumedCredential,
+        RemovalCause::KeywayCookie,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -77,6 +86,7 @@ impl RemovalCause {
             RemovalCause::IdentitySpoof => "identity_spoof",
             RemovalCause::HopByHop => "hop_by_hop",
             RemovalCause::ConsumedCredential => "consumed_credential",
+            RemovalCause::KeywayCookie => "keyway_cookie",
         }
     }
 }

@@ -46,12 +46,14 @@ fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            return if rt.is_ready() {
+            let missing = rt.not_ready();
+            return if missing.is_empty() {
                 text(StatusCode::OK, "ready\n")
             } else {
-                text(
+                // What is missing, so an operator need not guess: a JWKS, an OIDC discovery.
+                json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: waiting for authenticator keys\n",
+                    &serde_json::json!({"ready": false, "missing": missing}),
                 )
             };
         }

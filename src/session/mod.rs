@@ -2,6 +2,7 @@
 
 pub mod cookie;
 pub mod redis;
+pub mod store;
 
 pub use self::cookie::{
     CookieJar, InvalidCookieValue, Keys, OpenError, Opened, Read, SealError, Sealer, read_named,

@@ -2,7 +2,9 @@
 //! a real HTTP client. Readiness is awaited by polling, never by fixed sleeps.
 #![allow(dead_code)]
 
+pub mod idp;
 pub mod nginx;
+pub mod redis;
 
 use std::convert::Infallible;
 use std::future::Future;

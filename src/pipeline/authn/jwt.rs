@@ -11,14 +11,14 @@
 //! results go to a per-authenticator cache (`cache`) whose hits re-check the time claims.
 
 mod cache;
-mod claims;
+pub mod claims;
 mod compile;
-mod jwks;
+pub mod jwks;
 pub mod keys;
 pub mod token;
 
 /// Config → `JwtAuth`.
-pub use self::compile::compile;
+pub use self::compile::{compile, compile_claim_headers};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +41,20 @@ use crate::secret::Secret;
 
 /// Verified tokens remembered per authenticator.
 const CACHE_CAPACITY: usize = 10_000;
+
+/// How a provider's tokens become an identity (`JwtAuth::for_provider`).
+#[derive(Debug)]
+pub struct ProviderClaims {
+    pub identity_claim: String,
+    /// A claim name or a dotted path (`realm_access.roles`).
+    pub groups_claim: String,
+    pub to_headers: Vec<(String, HeaderName)>,
+    pub leeway: std::time::Duration,
+    /// Back-channel logout tokens need not carry `exp`.
+    pub require_exp: bool,
+    /// Verified tokens remembered (0 for tokens verified once, such as ID tokens).
+    pub cache: usize,
+}
 
 #[derive(Debug)]
 pub struct JwtAuth {
@@ -103,6 +117,43 @@ impl JwtAuth {
                 jwks.current().is_some()
             }
             _ => true,
+        }
+    }
+
+    /// An issuer-mode verifier for the tokens an OpenID provider signs (ID tokens, logout
+    /// tokens): the provider's JWKS, its issuer, and the client id as the audience. The same
+    /// code verifies them as any issuer's token, with the same reasons.
+    pub fn for_provider(
+        name: &Arc<str>,
+        jwks: Arc<Jwks>,
+        issuer: &str,
+        client_id: &str,
+        claims: ProviderClaims,
+    ) -> JwtAuth {
+        JwtAuth {
+            name: name.clone(),
+            name_header: super::name_header(name),
+            sources: Vec::new(),
+            mode: Box::new(Mode::Remote(jwks)),
+            rules: TimeRules {
+                leeway: claims.leeway.as_secs_f64(),
+                require_exp: claims.require_exp,
+                max_lifetime: None,
+            },
+            issuer: Some(issuer.to_owned()),
+            audience: vec![client_id.to_owned()],
+            identity_claim: Some(claims.identity_claim),
+            groups_claim: claims.groups_claim,
+            claims_to_headers: claims.to_headers,
+            cache: Cache::new(claims.cache),
+        }
+    }
+
+    /// Why the keys are not loaded (the last JWKS fetch error).
+    pub fn last_error(&self) -> Option<String> {
+        match &*self.mode {
+            Mode::Remote(jwks) => jwks.last_error(),
+            _ => None,
         }
     }
 
@@ -322,7 +373,7 @@ impl JwtAuth {
     ) -> Result<(Identity, Times), Refusal> {
         let name = self.identity_claim.as_deref().unwrap_or("sub");
         let subject = self.subject_from(&claims, name)?.into();
-        let groups = match claims.get(&self.groups_claim) {
+        let groups = match claims::at_path(&claims, &self.groups_claim) {
             Some(v) => claims::groups(v, &self.groups_claim).map_err(refusal)?,
             None => Vec::new(),
         };

@@ -17,6 +17,7 @@ use super::headers::fold;
 use super::refusal::Refusal;
 use super::trace::{IdentitySummary, RemovalCause, Stage, Trace};
 use crate::config::runtime::{Consumer, Route};
+use crate::oidc::{Conn, Site};
 use crate::reason::Reason;
 use crate::secret::Secret;
 
@@ -45,6 +46,15 @@ impl Identity {
         self.consumer.as_ref().map(|c| &*c.name)
     }
 
+    /// The `email` claim, when the credential carried one.
+    pub fn email(&self) -> Option<&str> {
+        self.claims
+            .as_ref()?
+            .get("email")?
+            .as_str()
+            .filter(|e| !e.is_empty())
+    }
+
     /// What the trace keeps of this identity, established from a credential in `source`.
     pub fn summary(&self, source: &Source) -> IdentitySummary {
         IdentitySummary {
@@ -56,10 +66,37 @@ impl Identity {
     }
 }
 
+/// A request the route's authenticators accepted, with the cookies to set on its response (a
+/// renewed session).
+#[derive(Debug)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub cookies: Vec<HeaderValue>,
+}
+
+/// A request the authenticators refused, with the cookies to set on the answer (clearing a
+/// dead session).
+#[derive(Debug)]
+pub struct Unauthenticated {
+    pub refusal: Refusal,
+    pub cookies: Vec<HeaderValue>,
+}
+
+impl From<Refusal> for Unauthenticated {
+    fn from(refusal: Refusal) -> Self {
+        Unauthenticated {
+            refusal,
+            cookies: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Authenticator {
     ApiKey(api_key::ApiKeyAuth),
     Jwt(jwt::JwtAuth),
+    // Boxed: an oidc authenticator holds its provider, sessions and flows.
+    Oidc(Box<crate::oidc::OidcAuth>),
 }
 
 impl Authenticator {
@@ -67,6 +104,7 @@ impl Authenticator {
         match self {
             Authenticator::ApiKey(a) => &a.name,
             Authenticator::Jwt(a) => a.name(),
+            Authenticator::Oidc(a) => &a.name,
         }
     }
 
@@ -74,6 +112,7 @@ impl Authenticator {
         match self {
             Authenticator::ApiKey(a) => &a.sources,
             Authenticator::Jwt(a) => a.sources(),
+            Authenticator::Oidc(a) => a.sources(),
         }
     }
 
@@ -83,6 +122,19 @@ impl Authenticator {
             // Boxed: a key fetch makes this future large, and every request's future would
             // otherwise carry that size (an API-key or public route never needs it).
             Authenticator::Jwt(a) => Box::pin(a.verify(credential)).await,
+            // Sessions are looked up by `authenticate_session`, never as a bare credential.
+            Authenticator::Oidc(a) => Err(Refusal::new(
+                Reason::SessionInvalid,
+                "A session cookie is checked as a session.",
+            )
+            .by(&a.name)),
+        }
+    }
+
+    pub fn as_oidc(&self) -> Option<&crate::oidc::OidcAuth> {
+        match self {
+            Authenticator::Oidc(a) => Some(a),
+            _ => None,
         }
     }
 
@@ -91,6 +143,11 @@ impl Authenticator {
         match self {
             Authenticator::ApiKey(_) => Vec::new(),
             Authenticator::Jwt(a) => a.header_names(),
+            Authenticator::Oidc(a) => a
+                .claims_to_headers
+                .iter()
+                .map(|(_, h)| h.as_str().to_owned())
+                .collect(),
         }
     }
 
@@ -99,34 +156,71 @@ impl Authenticator {
         match self {
             Authenticator::ApiKey(_) => true,
             Authenticator::Jwt(a) => a.is_ready(),
+            Authenticator::Oidc(a) => a.is_ready(),
         }
     }
 
     /// Starts background work (a JWKS refresher); call inside the tokio runtime.
     pub fn start(&self) {
-        if let Authenticator::Jwt(a) = self {
-            a.start();
+        match self {
+            Authenticator::Jwt(a) => a.start(),
+            Authenticator::Oidc(a) => a.start(),
+            Authenticator::ApiKey(_) => {}
         }
+    }
+
+    /// Why it is not ready, for `/readyz`.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        let why = match self {
+            Authenticator::Jwt(a) => a.last_error(),
+            Authenticator::Oidc(a) => a.provider.last_error(),
+            Authenticator::ApiKey(_) => None,
+        };
+        Some(why.unwrap_or_else(|| "not loaded yet".to_owned()))
     }
 }
 
-/// The authentication stage. `Ok(None)` is a public route.
+/// The authentication stage. `Ok(None)` is a public route (or a CORS preflight the route
+/// passes).
 pub async fn authenticate(
     route: &Route,
     parts: &mut Parts,
+    conn: Conn,
     trace: &mut Trace,
-) -> Result<Option<Identity>, Refusal> {
+) -> Result<Option<Authenticated>, Unauthenticated> {
     if route.auth.is_empty() {
         trace.step(Stage::Authn, "public route: no authentication");
         return Ok(None);
     }
+    if route.preflight_pass && is_preflight(parts) {
+        trace.step(
+            Stage::Authn,
+            "CORS preflight passed without authentication (preflight: pass)",
+        );
+        return Ok(None);
+    }
     for (i, auth) in route.auth.iter().enumerate() {
+        if let Authenticator::Oidc(oidc) = &**auth {
+            let Some(read) = oidc.find(parts) else {
+                trace.step(Stage::Authn, format!("{}: no session cookie", auth.name()));
+                continue;
+            };
+            let site = Site::of(conn, parts, trace);
+            // Boxed, as the JWT verification: a public or API-key route's future never carries
+            // the session store's and the provider's state.
+            let authenticated = Box::pin(oidc.authenticate(read, &site, trace)).await?;
+            trace.identity = Some(authenticated.identity.summary(&oidc.source));
+            return Ok(Some(authenticated));
+        }
         let (credential, mut sources) = match lookup(auth.sources(), parts) {
             Lookup::None => {
                 trace.step(Stage::Authn, format!("{}: no credential", auth.name()));
                 continue;
             }
-            Lookup::Conflict(a, b) => return Err(conflicting(auth, a, b, trace)),
+            Lookup::Conflict(a, b) => return Err(conflicting(auth, a, b, trace).into()),
             Lookup::Found {
                 credential,
                 sources,
@@ -139,27 +233,28 @@ pub async fn authenticate(
                     Stage::Authn,
                     format!("{}: refused ({})", auth.name(), refusal.reason.code()),
                 );
-                return Err(refusal.by(auth.name()).token_presented());
+                return Err(refusal.by(auth.name()).token_presented().into());
             }
         };
         // A different credential for a later authenticator would be ignored and then forwarded
         // upstream: refuse the ambiguity. (A failed verification above keeps its own reason.)
         // The same value twice is fine, and is consumed from every place it was sent.
         for later in &route.auth[i + 1..] {
+            if later.as_oidc().is_some() {
+                // A session cookie beside a token is not a second credential: the token decides.
+                continue;
+            }
             match lookup(later.sources(), parts) {
                 Lookup::None => {}
-                Lookup::Conflict(a, b) => return Err(conflicting(later, a, b, trace)),
+                Lookup::Conflict(a, b) => return Err(conflicting(later, a, b, trace).into()),
                 Lookup::Found {
                     credential: other,
                     sources: where_found,
                 } => {
                     if other.expose() != credential.expose() {
-                        return Err(conflicting(
-                            auth,
-                            sources.first(),
-                            where_found.first(),
-                            trace,
-                        ));
+                        return Err(
+                            conflicting(auth, sources.first(), where_found.first(), trace).into(),
+                        );
                     }
                     for source in where_found.iter() {
                         sources.add(source);
@@ -176,9 +271,29 @@ pub async fn authenticate(
                 trace.removed(source.label().clone(), RemovalCause::ConsumedCredential);
             }
         }
-        return Ok(Some(identity));
+        return Ok(Some(Authenticated {
+            identity,
+            cookies: Vec::new(),
+        }));
     }
-    Err(missing(route, trace))
+    Err(missing(route, trace).into())
+}
+
+/// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method` (browsers send no
+/// credentials with one).
+fn is_preflight(parts: &Parts) -> bool {
+    parts.method == http::Method::OPTIONS
+        && parts.headers.contains_key("access-control-request-method")
+}
+
+/// Whether any source of the route's authenticators (other than sessions) holds a credential:
+/// a request that presented one, valid or not, is an API call, never redirected to sign in.
+pub fn token_presented(route: &Route, parts: &Parts) -> bool {
+    route
+        .auth
+        .iter()
+        .filter(|a| a.as_oidc().is_none())
+        .any(|a| !matches!(lookup(a.sources(), parts), Lookup::None))
 }
 
 fn conflicting(auth: &Authenticator, a: &Source, b: &Source, trace: &mut Trace) -> Refusal {

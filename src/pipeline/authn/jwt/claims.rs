@@ -242,6 +242,21 @@ pub fn as_name(v: &Value) -> Option<String> {
     }
 }
 
+/// The claim at `path`: the claim of that exact name if there is one (namespaced claims such as
+/// `https://example.com/groups` contain dots), else the dotted path through nested objects
+/// (Keycloak's `realm_access.roles`).
+pub fn at_path<'c>(claims: &'c Map<String, Value>, path: &str) -> Option<&'c Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
 /// Groups from a claim: an array of strings, or one string separated by spaces or commas.
 pub fn groups(v: &Value, claim: &str) -> Result<Vec<String>, ClaimError> {
     match v {
@@ -336,6 +351,27 @@ mod tests {
             require_exp: true,
             max_lifetime: None,
         }
+    }
+
+    #[test]
+    fn claims_are_found_by_name_then_by_dotted_path() {
+        let c = json!({
+            "realm_access": {"roles": ["admin"]},
+            "https://example.com/groups": ["ns"],
+            "a": {"b": {"c": "deep"}},
+            "flat": "x"
+        });
+        let c = c.as_object().unwrap();
+        assert_eq!(at_path(c, "realm_access.roles"), Some(&json!(["admin"])));
+        assert_eq!(
+            at_path(c, "https://example.com/groups"),
+            Some(&json!(["ns"]))
+        );
+        assert_eq!(at_path(c, "a.b.c"), Some(&json!("deep")));
+        assert_eq!(at_path(c, "flat"), Some(&json!("x")));
+        assert_eq!(at_path(c, "flat.x"), None);
+        assert_eq!(at_path(c, "a.missing"), None);
+        assert_eq!(at_path(c, ""), None);
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub fn compile(
     Some(auth)
 }
 
-fn compile_claim_headers(
+pub fn compile_claim_headers(
     file: &AuthenticatorFile,
     sources: &[crate::pipeline::authn::source::Source],
     err: &mut dyn FnMut(&str, String),

@@ -13,15 +13,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{StatusCode, Uri};
 use jsonwebtoken::Algorithm;
 use sha2::{Digest, Sha256};
 
 use super::keys::{self, VerifyKey};
+use crate::fetch::{self, Fetcher};
 
 /// Upper bound of a JWKS document; real ones are a few kilobytes.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -52,7 +49,7 @@ pub struct Jwks {
     last_error: Mutex<Option<String>>,
     started: AtomicBool,
     generation: AtomicU64,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    fetcher: Fetcher,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -79,19 +76,7 @@ impl Jwks {
         min_refetch: Duration,
         restrict: Option<Vec<Algorithm>>,
     ) -> Arc<Jwks> {
-        let label = format!(
-            "{}://{}{}",
-            url.scheme_str().unwrap_or("http"),
-            url.authority().map_or("", |a| a.as_str()),
-            url.path()
-        );
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(FETCH_TIMEOUT));
-        // A fetch every few minutes needs no pool, and a pooled connection to an endpoint
-        // that went away only adds a failure mode.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+        let label = fetch::label(&url);
         Arc::new(Jwks {
             url,
             label,
@@ -106,7 +91,7 @@ impl Jwks {
             last_error: Mutex::new(None),
             started: AtomicBool::new(false),
             generation: AtomicU64::new(1),
-            client,
+            fetcher: Fetcher::new(FETCH_TIMEOUT, MAX_JWKS_BYTES),
         })
     }
 
@@ -228,35 +213,22 @@ impl Jwks {
     }
 
     async fn download(&self) -> Result<Bytes, String> {
-        let req = Request::get(self.url.clone())
-            .header(header::ACCEPT, "application/jwk-set+json, application/json")
-            .header(header::USER_AGENT, "keyway")
-            .body(Empty::new())
-            .map_err(|e| format!("bad JWKS request: {e}"))?;
-        let fetch = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let cause = std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), ToString::to_string);
-                format!("GET {} failed: {cause}", self.label)
-            })?;
-            let status = resp.status();
-            if status != StatusCode::OK {
-                let note = if status.is_redirection() {
-                    " (redirects are not followed: configure the final URL)"
-                } else {
-                    ""
-                };
-                return Err(format!("GET {} answered {status}{note}", self.label));
-            }
-            Limited::new(resp.into_body(), MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|e| format!("reading {} failed: {e}", self.label))
-        };
-        tokio::time::timeout(FETCH_TIMEOUT, fetch)
-            .await
-            .map_err(|_| format!("GET {} timed out after {FETCH_TIMEOUT:?}", self.label))?
+        let fetched = self
+            .fetcher
+            .get(&self.url, "application/jwk-set+json, application/json")
+            .await?;
+        if fetched.status != StatusCode::OK {
+            let note = if fetched.status.is_redirection() {
+                " (redirects are not followed: configure the final URL)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "GET {} answered {}{note}",
+                self.label, fetched.status
+            ));
+        }
+        Ok(fetched.body)
     }
 }
 
