@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. The tests start real peers (nginx for the F1 reproduction), so this
-# installs the Debian packages they need when they are missing and we are root.
+# Runs the whole test suite. The tests start real peers (nginx, Caddy, redis-server, an OpenID
+# provider on Node.js, Debian's chromium), so this installs the Debian packages they need when
+# they are missing and we are root, and the provider's npm packages from tests/idp's lockfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,10 @@ missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+[ -x /usr/bin/caddy ] || missing+=(caddy)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing test dependencies: ${missing[*]}"
@@ -17,6 +22,14 @@ if ((${#missing[@]})); then
     echo "the tests need: ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
   fi
+fi
+# Debian's caddy package starts a caddy service on port 80 and 2019; the tests run their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop caddy >/dev/null 2>&1 || true; fi
+
+# The OpenID provider and the browser driver (playwright-core drives /usr/bin/chromium; no
+# browser is downloaded).
+if [ ! -d tests/idp/node_modules ] || [ tests/idp/package-lock.json -nt tests/idp/node_modules ]; then
+  (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 cargo test --locked "$@"

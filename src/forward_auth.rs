@@ -20,6 +20,9 @@ use crate::reason::Reason;
 pub static X_AUTH_REQUEST_USER: HeaderName = HeaderName::from_static("x-auth-request-user");
 pub static X_AUTH_REQUEST_EMAIL: HeaderName = HeaderName::from_static("x-auth-request-email");
 pub static X_AUTH_REQUEST_GROUPS: HeaderName = HeaderName::from_static("x-auth-request-groups");
+/// The original request's cookies without keyway's own (and without a consumed credential):
+/// what the calling proxy should send upstream as `Cookie`, since keyway does not forward.
+pub static X_KEYWAY_COOKIE: HeaderName = HeaderName::from_static("x-keyway-cookie");
 
 /// Headers that describe the original request to the auth service; they are not part of it.
 const DESCRIBING: [&str; 10] = [
@@ -181,6 +184,21 @@ pub async fn check(rt: &Runtime, parts: &Parts, conn: Conn, trace: &mut Trace) -
             );
         }
         inject::identity_headers(&mut headers, identity, trace);
+    }
+    if inner.headers.contains_key(header::COOKIE) {
+        let mut cookies = HeaderMap::new();
+        for v in inner.headers.get_all(header::COOKIE) {
+            cookies.append(header::COOKIE, v.clone());
+        }
+        rt.headers.strip_keyway_cookies(&mut cookies, trace);
+        let kept: Vec<&str> = cookies
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(X_KEYWAY_COOKIE.clone(), v);
+        }
     }
     let wants_inject = parts.uri.query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes())

@@ -36,6 +36,13 @@ impl OidcAuth {
             let handle = match self.sessions.load(read).await {
                 Load::Found(session, handle) => {
                     id_token = session.id_token.clone();
+                    // The cookie store cannot delete a copy of the cookie: remember this
+                    // provider session as ended (Redis deletes the session itself).
+                    if !self.sessions.is_redis()
+                        && let Some(sid) = &session.sid
+                    {
+                        let _ = self.sessions.revoke(Some(sid), None).await;
+                    }
                     handle
                 }
                 Load::Invalid(h) | Load::Missing(h) | Load::Revoked(h) => h,
@@ -109,7 +116,11 @@ impl OidcAuth {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return self.bad_logout_token("The request has no logout_token form field.", trace);
         };
-        let Some(metadata) = self.provider.metadata() else {
+        let Some(metadata) = self
+            .provider
+            .metadata_within(super::signin::DISCOVERY_WAIT)
+            .await
+        else {
             return self.provider_unavailable(trace);
         };
         let identity = match metadata

@@ -107,6 +107,8 @@ pub struct Provider {
     /// Wakes the discovery task at once (a request found no metadata). Shared, so the task
     /// can wait on it without keeping the provider alive after a reload dropped it.
     nudge: Arc<tokio::sync::Notify>,
+    /// Wakes requests waiting for the first discovery.
+    discovered: tokio::sync::Notify,
     fetcher: Fetcher,
 }
 
@@ -148,6 +150,7 @@ impl Provider {
             last_error: Mutex::new(None),
             started: AtomicBool::new(false),
             nudge: Arc::default(),
+            discovered: tokio::sync::Notify::new(),
             fetcher: Fetcher::new(DISCOVERY_TIMEOUT, MAX_DOCUMENT_BYTES),
         }))
     }
@@ -161,6 +164,26 @@ impl Provider {
             self.nudge.notify_one();
         }
         current
+    }
+
+    /// The metadata, waiting up to `wait` for a discovery in progress: a request that arrives
+    /// as keyway starts need not fail because discovery is a few milliseconds behind.
+    pub async fn metadata_within(self: &Arc<Self>, wait: Duration) -> Option<Arc<Metadata>> {
+        if let Some(m) = self.metadata() {
+            return Some(m);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.discovered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(m) = self.metadata.load_full() {
+                return Some(m);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
     }
 
     pub fn is_ready(self: &Arc<Self>) -> bool {
@@ -337,6 +360,7 @@ async fn discover_loop(weak: Weak<Provider>, nudge: Arc<tokio::sync::Notify>) {
                 tracing::info!(authenticator = %provider.name, issuer = %provider.issuer, "OpenID provider discovered");
                 provider.metadata.store(Some(Arc::new(metadata)));
                 provider.set_error(None);
+                provider.discovered.notify_waiters();
                 backoff = Duration::from_secs(1);
                 REDISCOVER
             }

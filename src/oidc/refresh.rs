@@ -184,7 +184,11 @@ impl Refresher {
 /// One renewal at the token endpoint. A new ID token, when the provider sends one, is verified
 /// like the first (issuer, audience, signature, expiry) and updates the identity.
 async fn renew(auth: &OidcAuth, session: Session, refresh_token: Secret<String>) -> Outcome {
-    let Some(metadata) = auth.provider.metadata() else {
+    let Some(metadata) = auth
+        .provider
+        .metadata_within(super::signin::DISCOVERY_WAIT)
+        .await
+    else {
         return Outcome::Unavailable(
             auth.provider
                 .last_error()

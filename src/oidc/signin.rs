@@ -27,6 +27,9 @@ use crate::secret::Secret;
 use crate::session::cookie::{CookieJar, read_named};
 use crate::session::store::now;
 
+/// How long a request waits for a discovery in progress before it is a 503.
+pub const DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long a sign-in may take, from the redirect to the callback.
 const SIGN_IN_TTL: Duration = Duration::from_secs(600);
 const STATE_PURPOSE: &str = "sign-in";
@@ -86,8 +89,8 @@ impl OidcAuth {
     }
 
     /// The redirect that starts a sign-in, returning to `rd` afterwards.
-    pub fn start_sign_in(&self, site: &Site, rd: &str, trace: &mut Trace) -> Answer {
-        let Some(metadata) = self.provider.metadata() else {
+    pub async fn start_sign_in(&self, site: &Site, rd: &str, trace: &mut Trace) -> Answer {
+        let Some(metadata) = self.provider.metadata_within(DISCOVERY_WAIT).await else {
             return self.provider_unavailable(trace);
         };
         let Some(redirect_uri) = self.redirect_uri(site) else {
@@ -235,7 +238,7 @@ impl OidcAuth {
                 trace,
             );
         };
-        let Some(metadata) = self.provider.metadata() else {
+        let Some(metadata) = self.provider.metadata_within(DISCOVERY_WAIT).await else {
             return self.provider_unavailable(trace);
         };
         let grant = [

@@ -128,7 +128,7 @@ pub async fn serve(
                 .into(),
             }
         }
-        (Kind::SignIn, _) => sign_in(rt, parts, &site, trace),
+        (Kind::SignIn, _) => Box::pin(sign_in(rt, parts, conn, &site, trace)).await,
         (Kind::SignOut, _) => sign_out(rt, parts, &site, trace).await,
         _ => Refusal::new(Reason::RouteNone, "No such keyway endpoint.").into(),
     }
@@ -185,16 +185,28 @@ fn oidc_for<'r>(rt: &'r Runtime, parts: &Parts) -> Result<&'r OidcAuth, Refusal>
 }
 
 /// `/_keyway/signin?rd=URL`: a browser navigation is sent to the provider and comes back to
-/// `rd`; anything else is answered 401, so a proxy's `error_page 401` pointing here never
-/// redirects an API call.
-fn sign_in(rt: &Runtime, parts: &Parts, site: &Site, trace: &mut Trace) -> Answer {
+/// `rd`. Anything else is answered 401: when a trusted proxy describes the original request
+/// (nginx's `error_page 401 = /_keyway/signin`, Caddy's `handle_response`), with the exact
+/// refusal forward-auth gave it, so a proxy that sends every 401 here never redirects an API
+/// call and never hides why it was refused.
+async fn sign_in(
+    rt: &Runtime,
+    parts: &Parts,
+    conn: Conn,
+    site: &Site,
+    trace: &mut Trace,
+) -> Answer {
     let oidc = match oidc_for(rt, parts) {
         Ok(o) => o,
         Err(r) => return r.into(),
     };
     let verdict = browser::classify(parts, false);
     trace.step(Stage::Browser, verdict.rule);
+    let original = conn.trusted.then(|| original_uri(parts)).flatten();
     if !verdict.navigation {
+        if original.is_some() {
+            return crate::forward_auth::check(rt, parts, conn, trace).await;
+        }
         return Refusal::new(
             Reason::CredentialsMissing,
             "Sign-in is for browsers: this request is not a navigation, so it is answered 401 instead of being sent to the provider.",
@@ -203,7 +215,7 @@ fn sign_in(rt: &Runtime, parts: &Parts, site: &Site, trace: &mut Trace) -> Answe
         .by(&oidc.name)
         .into();
     }
-    let requested = rd(parts);
+    let requested = rd(parts).or(original);
     let target = requested
         .as_deref()
         .and_then(|rd| safe_target(rd, &oidc.allowed_redirect_hosts));
@@ -214,6 +226,17 @@ fn sign_in(rt: &Runtime, parts: &Parts, site: &Site, trace: &mut Trace) -> Answe
         );
     }
     oidc.start_sign_in(site, target.as_deref().unwrap_or("/"), trace)
+        .await
+}
+
+/// The original request's path a trusted proxy names (`X-Original-URI`, `X-Forwarded-Uri`),
+/// unless it is one of keyway's own pages.
+fn original_uri(parts: &Parts) -> Option<String> {
+    ["x-original-uri", "x-forwarded-uri"]
+        .iter()
+        .find_map(|name| parts.headers.get(*name)?.to_str().ok())
+        .filter(|uri| uri.starts_with('/') && !uri.starts_with(PREFIX))
+        .map(str::to_owned)
 }
 
 /// `/_keyway/signout` (GET or POST): ends the session of every oidc authenticator whose cookie

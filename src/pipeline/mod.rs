@@ -70,7 +70,11 @@ pub async fn decide_route(
     let route = rt.router.route(parts, trace)?;
     let authenticated = match authn::authenticate(&route, parts, conn, trace).await {
         Ok(a) => a,
-        Err(u) => return Err(unauthenticated::answer(u, &route, parts, conn, mode, trace)),
+        Err(u) => {
+            // Boxed: only an unauthenticated request may start a sign-in.
+            let answer = unauthenticated::answer(u, &route, parts, conn, mode, trace);
+            return Err(Box::pin(answer).await);
+        }
     };
     let (identity, cookies) = match authenticated {
         Some(a) => (Some(a.identity), a.cookies),

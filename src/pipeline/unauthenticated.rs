@@ -21,7 +21,7 @@ pub enum Mode {
     ForwardAuth,
 }
 
-pub fn answer(
+pub async fn answer(
     unauthenticated: Unauthenticated,
     route: &Route,
     parts: &Parts,
@@ -65,7 +65,10 @@ pub fn answer(
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_owned();
-    let answer = oidc.start_sign_in(&site, &rd, trace).with_cookies(cookies);
+    let answer = oidc
+        .start_sign_in(&site, &rd, trace)
+        .await
+        .with_cookies(cookies);
     // Why the request was not let through stays the refusal's reason.
     if answer.refusal().is_none() {
         trace.refusal = Some(refusal);

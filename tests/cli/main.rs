@@ -10,5 +10,6 @@ mod commands;
 mod common;
 mod demo;
 mod nginx_f1;
+mod oidc_secrets;
 mod probe_f5;
 mod run;

@@ -33,6 +33,8 @@ const { values: argv } = parseArgs({
     'cookie-file': { type: 'string' },
     'max-steps': { type: 'string', default: '40' },
     'timeout-ms': { type: 'string', default: '15000' },
+    // The gateway's origin, when --url is elsewhere (a provider URL): stop at its first answer.
+    gateway: { type: 'string' },
   },
   strict: true,
 });
@@ -52,7 +54,8 @@ const deadline = Date.now() + Number(argv['timeout-ms']);
 
 let jar = {};
 if (argv['cookie-file'] && fs.existsSync(argv['cookie-file'])) {
-  jar = JSON.parse(fs.readFileSync(argv['cookie-file'], 'utf8'));
+  const text = fs.readFileSync(argv['cookie-file'], 'utf8');
+  if (text.trim() !== '') jar = JSON.parse(text); // an empty file is an empty jar
 }
 
 const now = () => Date.now();
@@ -182,6 +185,7 @@ function formSubmission(html, pageUrl) {
 // ---------------------------------------------------------------------------
 
 const start = new URL(argv.url);
+const gateway = argv.gateway ? new URL(argv.gateway).origin : start.origin;
 const steps = [];
 let final = { status: 0, url: start.href, body: '' };
 let error;
@@ -252,7 +256,7 @@ async function walk() {
 
     const body = await response.text();
     final = { status: response.status, url: request.url.href, body };
-    if (request.url.origin === start.origin) return; // the gateway answered
+    if (request.url.origin === gateway) return; // the gateway answered
 
     const submission = formSubmission(body, request.url);
     if (!submission) return;
@@ -301,4 +305,4 @@ const out = {
 };
 if (error) out.error = error;
 process.stdout.write(`${JSON.stringify(out)}\n`);
-process.exit(!error && new URL(final.url).origin === start.origin ? 0 : 1);
+process.exit(!error && new URL(final.url).origin === gateway ? 0 : 1);

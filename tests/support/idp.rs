@@ -195,9 +195,22 @@ impl SignIn {
 /// Signs in at `url` (a gateway page) as `login` through the provider's real pages.
 /// `cookie_file` keeps the jar between runs (a browser's cookie store).
 pub async fn sign_in(url: &str, login: Option<&str>, cookie_file: Option<&Path>) -> SignIn {
+    sign_in_via(url, None, login, cookie_file).await
+}
+
+/// `sign_in` starting at `url` elsewhere (a provider URL), stopping at `gateway`'s first answer.
+pub async fn sign_in_via(
+    url: &str,
+    gateway: Option<&str>,
+    login: Option<&str>,
+    cookie_file: Option<&Path>,
+) -> SignIn {
     node_ready();
     let mut cmd = Command::new("node");
     cmd.arg(idp_dir().join("signin.mjs")).arg("--url").arg(url);
+    if let Some(g) = gateway {
+        cmd.arg("--gateway").arg(g);
+    }
     if let Some(l) = login {
         cmd.arg("--login").arg(l);
     }

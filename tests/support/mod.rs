@@ -267,6 +267,24 @@ where
     }
 }
 
+/// Polls `check` every 100 ms until it returns `Some`, up to `limit`.
+pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The keyway binary built by cargo for integration tests.
 pub fn keyway_bin() -> &'static str {
     env!("CARGO_BIN_EXE_keyway")

@@ -1,0 +1,231 @@
+//! F4 behind the proxies people already run: nginx `auth_request` and Caddy `forward_auth` in
+//! front of keyway's `/_keyway/auth`, with the configurations the README gives. In each: curl
+//! without a token and with an invalid one gets 401 with keyway's reason; a browser navigation
+//! goes to the provider's login page, and after signing in the application gets the identity.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::support::idp::{Idp, sign_in};
+use crate::support::nginx::{Nginx, free_port};
+use crate::support::*;
+use crate::{config, idp_config, sso};
+
+fn gateway_yaml(idp: &Idp, up: &Upstream) -> String {
+    let authenticators = format!(
+        "{}  api-jwt: {{type: jwt, issuer: \"{i}\", jwks_url: \"{i}/jwks\", audience: keyway}}\n",
+        sso(idp, "store: cookie", ""),
+        i = idp.issuer
+    );
+    config(
+        &up.url(),
+        &authenticators,
+        "  - {name: app, match: {path_prefix: /}, upstream: app, auth: [api-jwt, sso]}\n",
+        "",
+    )
+}
+
+/// What every setup must show: the F4 incident fixed behind `front` (the proxy's origin).
+async fn f4_through(front: &str, up: &Upstream, idp: &Idp, header_for_user: &str) {
+    let page = format!("{front}/reports?month=11");
+    let plain = get(&page, &[]).await;
+    assert_problem(&plain, 401, "credentials.missing");
+    let bad = get(&page, &[("authorization", "Bearer not.a.jwt")]).await;
+    assert_problem(&bad, 401, "jwt.malformed");
+    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    let json = get(&page, &[("accept", "application/json")]).await;
+    assert_eq!(json.status, 401);
+    // A browser navigation: to the provider's login page.
+    let nav = get(&page, &[("sec-fetch-mode", "navigate")]).await;
+    assert_eq!(nav.status, 302, "{:?}", nav.body);
+    assert!(
+        nav.header("location")
+            .starts_with(&format!("{}/auth?", idp.issuer))
+    );
+    assert!(
+        nav.header("location").contains(
+            &form_urlencoded::byte_serialize(format!("{front}/_keyway/callback").as_bytes())
+                .collect::<String>()
+        ),
+        "the provider must send the browser back through the proxy: {}",
+        nav.header("location")
+    );
+    assert!(
+        up.requests().is_empty(),
+        "nothing reached the application unauthenticated"
+    );
+    // The whole sign-in through the proxy, back on the page, the application told who.
+    let signed = sign_in(&page, Some("alice"), None).await;
+    assert!(signed.ok, "{:#}", signed.json);
+    assert_eq!(signed.status(), 200);
+    assert_eq!(signed.body(), "ok");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/reports?month=11");
+    assert_eq!(seen.headers[header_for_user], "alice");
+    // The application's cookies reach it; keyway's session cookie does not.
+    let session = signed.cookie_header();
+    let answer = get(
+        &page,
+        &[("cookie", &format!("app=1; {session}; theme=dark"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(up.last().headers["cookie"], "app=1; theme=dark");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f4_behind_nginx_auth_request() {
+    let idp = Idp::start(idp_config()).await;
+    let up = upstream_ok().await;
+    let gw = start(&gateway_yaml(&idp, &up)).await;
+    let kw = gw.addr;
+    let app = up.addr;
+    // The README's snippet.
+    let nginx = Nginx::start(|port| {
+        format!(
+            r#"
+    server {{
+        listen 127.0.0.1:{port};
+        location /_keyway/ {{
+            proxy_pass http://{kw};
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+        location = /_keyway_auth {{
+            internal;
+            proxy_pass http://{kw}/_keyway/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
+        location / {{
+            auth_request /_keyway_auth;
+            auth_request_set $keyway_user $upstream_http_x_auth_request_user;
+            auth_request_set $keyway_email $upstream_http_x_auth_request_email;
+            auth_request_set $keyway_set_cookie $upstream_http_set_cookie;
+            auth_request_set $keyway_cookie $upstream_http_x_keyway_cookie;
+            add_header Set-Cookie $keyway_set_cookie;
+            error_page 401 = /_keyway/signin;
+            proxy_set_header X-User $keyway_user;
+            proxy_set_header X-Email $keyway_email;
+            proxy_set_header Cookie $keyway_cookie;
+            proxy_pass http://{app};
+        }}
+    }}
+"#
+        )
+    })
+    .await;
+    f4_through(
+        &format!("http://127.0.0.1:{}", nginx.port),
+        &up,
+        &idp,
+        "x-user",
+    )
+    .await;
+    assert_eq!(up.last().headers["x-email"], "alice@example.com");
+    gw.stop().await;
+}
+
+/// Caddy with the README's Caddyfile; dropping it stops it.
+struct Caddy {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Caddy {
+    async fn start(caddyfile: impl Fn(u16) -> String) -> Caddy {
+        assert!(
+            std::path::Path::new("/usr/bin/caddy").exists(),
+            "/usr/bin/caddy is missing: apt-get install caddy (CI does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, caddyfile(port)).unwrap();
+        let child = Command::new("/usr/bin/caddy")
+            .arg("run")
+            .arg("--config")
+            .arg(&file)
+            .arg("--adapter")
+            .arg("caddyfile")
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn caddy");
+        let up = wait_until(Duration::from_secs(15), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "caddy did not listen on {port}");
+        Caddy {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f4_behind_caddy_forward_auth() {
+    let idp = Idp::start(idp_config()).await;
+    let up = upstream_ok().await;
+    let gw = start(&gateway_yaml(&idp, &up)).await;
+    let kw = gw.addr;
+    let app = up.addr;
+    let caddy = Caddy::start(|port| {
+        format!(
+            r#"{{
+    admin off
+    auto_https off
+}}
+http://127.0.0.1:{port} {{
+    handle /_keyway/* {{
+        reverse_proxy {kw}
+    }}
+    handle {{
+        forward_auth {kw} {{
+            uri /_keyway/auth
+            copy_headers X-Auth-Request-User X-Auth-Request-Email X-Keyway-Cookie>Cookie
+            @unauthenticated status 401
+            handle_response @unauthenticated {{
+                rewrite * /_keyway/signin
+                reverse_proxy {kw} {{
+                    header_up X-Original-URI {{http.request.orig_uri}}
+                }}
+            }}
+        }}
+        reverse_proxy {app}
+    }}
+}}
+"#
+        )
+    })
+    .await;
+    f4_through(
+        &format!("http://127.0.0.1:{}", caddy.port),
+        &up,
+        &idp,
+        "x-auth-request-user",
+    )
+    .await;
+    gw.stop().await;
+}
