@@ -1,4 +1,5 @@
-//! `keyway demo`: the embedded demo config, and curl commands that show F1 and F5 working.
+//! `keyway demo`: the embedded demo config, and curl commands that show F1, F2, F4 (the API
+//! half and forward-auth; browser sign-in needs an OpenID provider, see the README) and F5.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -105,6 +106,12 @@ Authenticated but not allowed (403, reason authz.denied)
   curl -s {base}/admin/users -H 'api-access-token: demo-key-123'
 Underscore headers reach the upstream; client-sent identity headers do not
   curl -s {base}/headers -H 'x_tenant_id: 42' -H 'X-Keyway-Subject: spoofed'
+F4: an API call is answered 401, never redirected to a login page, even when it claims to be a browser navigation (reason credentials.missing)
+  curl -si {base}/api/tickets -H 'Sec-Fetch-Mode: navigate' -H 'Accept: text/html'
+F4: forward-auth, as nginx auth_request and Caddy forward_auth call it: 401 without a credential, never a redirect (reason credentials.missing)
+  curl -si {base}/_keyway/auth -H 'X-Original-URL: {base}/api/tickets'
+F4: forward-auth with the key: 200, and who it is in X-Auth-Request-User for the proxy to pass on
+  curl -si {base}/_keyway/auth -H 'X-Original-URL: {base}/api/tickets' -H 'api-access-token: demo-key-123'
 Metrics
   curl -s {admin}/metrics"#
     )

@@ -165,6 +165,16 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
             assert_eq!(r.status, 200, "{}", r.context());
             assert!(r.body.contains("keyway_requests_total"), "{}", r.context());
             seen.insert("metrics");
+        } else if r.command.contains("/_keyway/auth") && r.command.contains(DEMO_KEY) {
+            assert_eq!(r.status, 200, "{}", r.context());
+            let head = r.headers.to_ascii_lowercase();
+            assert!(
+                head.contains("x-auth-request-user: support-desk"),
+                "{}",
+                r.context()
+            );
+            assert!(!head.contains("location:"), "{}", r.context());
+            seen.insert("f4-forward-auth-ok");
         } else if r.command.contains("x_tenant_id") {
             let v = assert_echo(r);
             assert_eq!(v["headers"]["x_tenant_id"], "42", "{}", r.context());
@@ -222,6 +232,18 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
                 }
                 _ => {}
             }
+            if d.starts_with("F4") {
+                assert!(
+                    !r.headers.to_ascii_lowercase().contains("location:"),
+                    "{}",
+                    r.context()
+                );
+                seen.insert(if r.command.contains("/_keyway/auth") {
+                    "f4-forward-auth-401"
+                } else {
+                    "f4-navigation-401"
+                });
+            }
             seen.insert(if reason == "authz.denied" {
                 "authz"
             } else if reason == "credentials.missing" {
@@ -259,6 +281,9 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
         "authz",
         "underscore",
         "metrics",
+        "f4-forward-auth-ok",
+        "f4-forward-auth-401",
+        "f4-navigation-401",
     ] {
         assert!(seen.contains(kind), "no {kind} command was printed:\n{out}");
     }

@@ -49,7 +49,10 @@ routes:
     // The echo upstream shows what it was passed, with the tokens redacted.
     let echoed: serde_json::Value = serde_json::from_str(signed.body()).unwrap();
     assert_eq!(echoed["headers"]["authorization"], "<sensitive, redacted>");
-    assert_eq!(echoed["headers"]["x-keyway-id-token"], "<sensitive, redacted>");
+    assert_eq!(
+        echoed["headers"]["x-keyway-id-token"],
+        "<sensitive, redacted>"
+    );
     let cookie = signed.cookie("keyway_session").unwrap().to_owned();
     let code = signed
         .steps()
@@ -64,8 +67,16 @@ routes:
         .expect("the callback's code");
     // Failures: a replayed callback, a tampered cookie, a sign-out.
     let _ = get(&format!("{base}/_keyway/callback?code={code}&state=x"), &[]).await;
-    let _ = get(&format!("{base}/x"), &[("cookie", &format!("keyway_session={cookie}x"))]).await;
-    let _ = get(&format!("{base}/_keyway/signout"), &[("cookie", &format!("keyway_session={cookie}"))]).await;
+    let _ = get(
+        &format!("{base}/x"),
+        &[("cookie", &format!("keyway_session={cookie}x"))],
+    )
+    .await;
+    let _ = get(
+        &format!("{base}/_keyway/signout"),
+        &[("cookie", &format!("keyway_session={cookie}"))],
+    )
+    .await;
     kw.signal("TERM");
     kw.wait_exit(std::time::Duration::from_secs(10)).await;
     let logs = format!("{}{}", kw.stdout(), kw.stderr());
@@ -79,8 +90,8 @@ routes:
         assert!(!logs.contains(secret), "the {what} is in the logs:\n{logs}");
     }
     // No JWT (three base64url parts) in any log line.
-    let jwt_like = logs.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c))).any(|w| {
-        w.split('.').count() == 3 && w.len() > 100 && w.starts_with("eyJ")
-    });
+    let jwt_like = logs
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .any(|w| w.split('.').count() == 3 && w.len() > 100 && w.starts_with("eyJ"));
     assert!(!jwt_like, "a token is in the logs:\n{logs}");
 }
