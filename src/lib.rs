@@ -12,6 +12,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod fetch;
 pub mod forward_auth;
 pub mod metrics;

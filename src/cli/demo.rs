@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::config::{self, Source};
 
-const DEMO_CONFIG: &str = include_str!("demo.yaml");
+pub(super) const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
 pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
     let source = Source::Embedded {

@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod explain;
 mod run;
 mod token;
 
@@ -55,6 +56,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dry-run one request through routing, header policy, authentication and authorisation,
+    /// printing every step and what would be sent upstream (secrets redacted). Exit 0 allowed,
+    /// 1 refused, 2 undecided offline or a bad argument.
+    Explain {
+        #[arg(short, long, default_value = "keyway.yaml")]
+        config: PathBuf,
+        /// Use the embedded demo config (`keyway demo`) instead of a file.
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+        /// GET, POST, ...
+        method: String,
+        /// http://host/path?query (https:// for a request over TLS), or a path.
+        url: String,
+        /// A request header 'Name: value'; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// A cookie 'name=value'; repeatable.
+        #[arg(long = "cookie")]
+        cookies: Vec<String>,
+        /// The client address, checked against trusted_proxies.
+        #[arg(long, default_value = "127.0.0.1")]
+        peer: std::net::IpAddr,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the hashed form of an API key for `api_keys` (`-` reads the key from stdin).
     HashKey { key: String },
     /// Mint a JWT for a consumer that has an HS* secret or a private key.
@@ -89,6 +116,25 @@ pub fn main() -> ExitCode {
             probe,
             json,
         } => check::check(&config, probe, json),
+        Command::Explain {
+            config,
+            demo,
+            method,
+            url,
+            headers,
+            cookies,
+            peer,
+            json,
+        } => explain::explain(&explain::Args {
+            config: &config,
+            demo,
+            method: &method,
+            url: &url,
+            headers: &headers,
+            cookies: &cookies,
+            peer: Some(peer),
+            json,
+        }),
         Command::HashKey { key } => hash_key(&key),
         Command::Token {
             consumer,

@@ -43,7 +43,8 @@ impl Allow {
         by_consumer || by_group || by_claims || by_email
     }
 
-    fn describe(&self) -> String {
+    /// The rule in words ("groups [admin] or consumers [ops]"), for refusals and explain.
+    pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.consumers.is_empty() {
             parts.push(format!("consumers [{}]", self.consumers.join(", ")));

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod body;
 pub mod browser;
 pub mod canonical;
+pub mod dry_run;
 pub mod echo;
 pub mod endpoints;
 pub mod headers;
@@ -197,7 +198,7 @@ async fn respond(
 }
 
 /// An allowed request made ready for its upstream.
-enum Prepared {
+pub(crate) enum Prepared {
     /// The builtin echo upstream answered.
     Answered(Response<Body>),
     /// The request's head is ready for the route's HTTP upstream and its connections.
@@ -205,7 +206,7 @@ enum Prepared {
 }
 
 /// Credential injection and the upstream request's head.
-fn prepare(
+pub(crate) fn prepare(
     decision: Decision,
     rt: &Runtime,
     parts: &mut Parts,

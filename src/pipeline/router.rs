@@ -95,6 +95,60 @@ impl Matcher {
     }
 }
 
+impl Matcher {
+    /// Why this matcher refuses the request, in the order `matches` checks (explain only).
+    fn mismatch(&self, host: Option<&str>, parts: &Parts) -> Option<String> {
+        let path = parts.uri.path();
+        if !self.matches(host, path, &parts.method, parts) {
+            return Some(self.first_failure(host, path, parts));
+        }
+        None
+    }
+
+    fn first_failure(&self, host: Option<&str>, path: &str, parts: &Parts) -> String {
+        let any = Matcher {
+            host: HostMatch::Any,
+            path: PathMatch::Prefix("/".to_owned()),
+            methods: Vec::new(),
+            headers: Vec::new(),
+        };
+        let host_only = Matcher {
+            host: self.host.clone(),
+            ..any.clone()
+        };
+        if !host_only.matches(host, path, &parts.method, parts) {
+            let wanted = match &self.host {
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Suffix(s) => format!("*{s}"),
+                HostMatch::Any => "any host".to_owned(),
+            };
+            return format!("host {} is not {wanted}", host.unwrap_or("(none)"));
+        }
+        match &self.path {
+            PathMatch::Exact(p) if path != p => {
+                return format!("path {path} is not exactly {p}");
+            }
+            PathMatch::Prefix(p) if !path_has_prefix(path, p) => {
+                return format!("path {path} is not under {p}");
+            }
+            _ => {}
+        }
+        if !self.methods.is_empty() && !self.methods.contains(&parts.method) {
+            let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            return format!("method {} is not one of {}", parts.method, names.join(", "));
+        }
+        for (name, value) in &self.headers {
+            if !parts.headers.get_all(name).iter().any(|v| v == value) {
+                return format!(
+                    "header {name}: {} is not sent",
+                    String::from_utf8_lossy(value.as_bytes())
+                );
+            }
+        }
+        "does not match".to_owned()
+    }
+}
+
 /// `/api` matches `/api` and `/api/x` but not `/apix`; `/api/` matches `/api/x` and `/api`.
 pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
@@ -150,6 +204,27 @@ impl Router {
         }
     }
 
+    /// Every route in the order the router tries them, up to and including the one that
+    /// matches, each with why it did not match (`None` for the match). For explain only: the
+    /// hot path uses `find`, which stops at the first match without saying why.
+    pub fn candidates(
+        &self,
+        parts: &Parts,
+        host: Option<&str>,
+    ) -> Vec<(Arc<Route>, Option<String>)> {
+        let host = host.filter(|_| self.matches_hosts);
+        let mut out = Vec::new();
+        for route in &self.routes {
+            let why = route.matcher.mismatch(host, parts);
+            let matched = why.is_none();
+            out.push((route.clone(), why));
+            if matched {
+                break;
+            }
+        }
+        out
+    }
+
     /// The router stage, on the canonical host the trace holds: the route, or 404 `route.none`.
     pub fn route(&self, parts: &Parts, trace: &mut Trace) -> Result<Arc<Route>, Refusal> {
         let host = trace.authority.as_ref().map(Authority::host);
@@ -171,7 +246,7 @@ impl Router {
                         trace.authority.as_ref().map_or("(none)", Authority::host)
                     ),
                 )
-                .hint("Check the routes' match rules with `keyway explain`."))
+                .hint("Run `keyway explain METHOD URL` to see why each route did not match."))
             }
         }
     }
@@ -255,6 +330,48 @@ mod tests {
         assert!(!path_has_prefix("/apix", "/api"));
         assert!(!path_has_prefix("/apix", "/api/"));
         assert!(path_has_prefix("/anything", "/"));
+    }
+
+    #[test]
+    fn candidates_stop_at_the_match_and_say_why_each_lost() {
+        // Compiled from YAML, so the test needs no knowledge of a route's fields.
+        let yaml = r#"
+upstreams: {app: {builtin: echo}}
+routes:
+  - {name: all, match: {path_prefix: /}, upstream: app, auth: []}
+  - {name: api, match: {path_prefix: /api/}, upstream: app, auth: []}
+  - {name: admin, match: {host: admin.example, path_prefix: /api/}, upstream: app, auth: []}
+  - {name: posts, match: {path_prefix: /api/, methods: [POST]}, upstream: app, auth: []}
+  - {name: env, match: {path_prefix: /api/v1/, headers: {x-env: prod}}, upstream: app, auth: []}
+  - {name: exact, match: {path: /api/x}, upstream: app, auth: []}
+"#;
+        let loaded = crate::config::load_str(yaml, std::path::Path::new(".")).unwrap();
+        let router = &loaded.runtime.router;
+        let parts = http::Request::get("/api/v1/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let got: Vec<(String, Option<String>)> = router
+            .candidates(&parts, Some("app.example"))
+            .into_iter()
+            .map(|(r, why)| (r.name.to_string(), why))
+            .collect();
+        let want = [
+            ("admin", Some("host app.example is not admin.example")),
+            ("exact", Some("path /api/v1/x is not exactly /api/x")),
+            ("env", Some("header x-env: prod is not sent")),
+            ("posts", Some("method GET is not one of POST")),
+            ("api", None),
+        ];
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(n, w)| (n.to_string(), w.map(str::to_owned)))
+            .collect();
+        assert_eq!(got, want);
+        // The same route `find` picks.
+        let found = router.find(&parts, Some("app.example")).unwrap();
+        assert_eq!(&*found.name, "api");
     }
 
     /// The index must pick exactly the route that trying every route in order picks.

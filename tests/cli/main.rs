@@ -9,6 +9,7 @@ mod check;
 mod commands;
 mod common;
 mod demo;
+mod explain;
 mod nginx_f1;
 mod oidc_secrets;
 mod probe_f5;

@@ -149,6 +149,14 @@ impl JwtAuth {
         }
     }
 
+    /// The remote key set, when the keys come from `jwks_url` (explain names it).
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        match &*self.mode {
+            Mode::Remote(jwks) => Some(jwks),
+            _ => None,
+        }
+    }
+
     /// Why the keys are not loaded (the last JWKS fetch error).
     pub fn last_error(&self) -> Option<String> {
         match &*self.mode {
