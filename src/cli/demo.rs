@@ -112,7 +112,12 @@ F4: forward-auth, as nginx auth_request and Caddy forward_auth call it: 401 with
   curl -si {base}/_keyway/auth -H 'X-Original-URL: {base}/api/tickets'
 F4: forward-auth with the key: 200, and who it is in X-Auth-Request-User for the proxy to pass on
   curl -si {base}/_keyway/auth -H 'X-Original-URL: {base}/api/tickets' -H 'api-access-token: demo-key-123'
-Metrics
-  curl -s {admin}/metrics"#
+Explain any request step by step, without sending it (exit 0 allowed, 1 refused)
+  keyway explain --demo GET {base}/api/tickets -H 'api_access_token: demo-key-123'
+Policy tests: the demo's own cases, as an operator's CI would run them for a config
+  keyway test --demo
+Metrics, and the decision page (recent decisions, live; explain from a form)
+  curl -s {admin}/metrics
+  open {admin}/"#
     )
 }

@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod explain;
 mod run;
+mod test;
 mod token;
 
 use std::path::PathBuf;
@@ -82,6 +83,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run policy cases (a request and its expected outcome each) through explain; one
+    /// pass/fail line each; exit 1 on any failure.
+    Test {
+        #[arg(short, long, default_value = "keyway.yaml")]
+        config: PathBuf,
+        /// The embedded demo config, and its embedded cases unless CASES is given.
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+        /// The cases file (YAML list of {name, request, expect}).
+        cases: Option<PathBuf>,
+    },
     /// Print the hashed form of an API key for `api_keys` (`-` reads the key from stdin).
     HashKey { key: String },
     /// Mint a JWT for a consumer that has an HS* secret or a private key.
@@ -135,6 +147,11 @@ pub fn main() -> ExitCode {
             peer: Some(peer),
             json,
         }),
+        Command::Test {
+            config,
+            demo,
+            cases,
+        } => test::test(&config, demo, cases.as_ref()),
         Command::HashKey { key } => hash_key(&key),
         Command::Token {
             consumer,

@@ -12,5 +12,6 @@ mod demo;
 mod explain;
 mod nginx_f1;
 mod oidc_secrets;
+mod policy;
 mod probe_f5;
 mod run;
