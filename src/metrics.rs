@@ -5,12 +5,20 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::config::runtime::Runtime;
+use crate::pipeline::authn::Authenticator;
 use crate::pipeline::trace::{RemovalCause, Trace};
 
 /// A route name label without copying the name on every request.
@@ -45,6 +53,21 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     /// Tells this registry's handles apart in the per-thread cache (many gateways per process).
     id: u64,
@@ -55,6 +78,11 @@ pub struct Metrics {
     /// family once, so counting a removal does not hash its labels under the family's lock.
     removals: [Counter; RemovalCause::ALL.len()],
     reloads: Family<ReloadLabels, Counter>,
+    upstream_latency: Family<UpstreamLabels, Histogram>,
+    connections: Gauge,
+    websocket_streams: Gauge,
+    websocket_opened: Family<KindLabels, Counter>,
+    websocket_closed: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,8 +91,27 @@ impl Default for Metrics {
     }
 }
 
+/// Open while a client connection is: the connections gauge counts them.
+pub struct ConnectionOpen(Gauge);
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// With the counters authenticators keep themselves (JWKS fetches, verified-token cache),
+    /// read from the running config at each scrape.
+    pub fn with_runtime(runtime: Arc<ArcSwap<Runtime>>) -> Self {
+        Self::build(Some(runtime))
+    }
+
+    fn build(runtime: Option<Arc<ArcSwap<Runtime>>>) -> Self {
         let mut registry = Registry::with_prefix("keyway");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -92,6 +139,41 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+        });
+        registry.register(
+            "upstream_response_seconds",
+            "Time from sending a request upstream to its response head, by upstream",
+            upstream_latency.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open",
+            connections.clone(),
+        );
+        let websocket_streams = Gauge::default();
+        registry.register(
+            "websocket_streams",
+            "WebSocket streams open (direct upgrades and multiplexed streams)",
+            websocket_streams.clone(),
+        );
+        let websocket_opened = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "websocket_streams_opened",
+            "WebSocket streams opened, by kind (direct, mux)",
+            websocket_opened.clone(),
+        );
+        let websocket_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "websocket_streams_closed",
+            "WebSocket streams closed, by reason code (empty for a normal close)",
+            websocket_closed.clone(),
+        );
+        if let Some(runtime) = runtime {
+            registry.register_collector(Box::new(AuthnCollector(runtime)));
+        }
         let removals = RemovalCause::ALL.map(|cause| {
             removals
                 .get_or_create(&RemovalLabels {
@@ -107,7 +189,34 @@ impl Metrics {
             duration,
             removals,
             reloads,
+            upstream_latency,
+            connections,
+            websocket_streams,
+            websocket_opened,
+            websocket_closed,
         }
+    }
+
+    /// A client connection opened; the gauge goes down when the guard drops.
+    pub fn connection_opened(&self) -> ConnectionOpen {
+        self.connections.inc();
+        ConnectionOpen(self.connections.clone())
+    }
+
+    /// A WebSocket stream opened (`kind`: `direct` or `mux`).
+    pub fn websocket_stream_opened(&self, kind: &'static str) {
+        self.websocket_streams.inc();
+        self.websocket_opened
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// A WebSocket stream closed, with its reason code (empty for a normal close).
+    pub fn websocket_stream_closed(&self, reason: &'static str) {
+        self.websocket_streams.dec();
+        self.websocket_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn observe(&self, trace: &Trace) {
@@ -115,9 +224,23 @@ impl Metrics {
         let seconds = trace.elapsed_us() as f64 / 1e6;
         HANDLES.with(|cache| {
             let mut cache = cache.borrow_mut();
-            let handles = cache.get(self, &trace.route, trace.status, reason);
+            let handles = cache.get(self, trace, reason);
             handles.requests.inc();
             handles.duration.observe(seconds);
+            if let Some(us) = trace.upstream_us {
+                let seconds = us as f64 / 1e6;
+                match &handles.upstream {
+                    Some(h) => h.observe(seconds),
+                    // The cached handles were made for a request without an upstream (the
+                    // builtin echo), or for another upstream after a reload.
+                    None => self
+                        .upstream_latency
+                        .get_or_create(&UpstreamLabels {
+                            upstream: Name(trace.upstream.clone()),
+                        })
+                        .observe(seconds),
+                }
+            }
         });
         for removal in &trace.removals {
             self.removals[removal.cause as usize].inc();
@@ -151,6 +274,8 @@ struct Handles {
     reason: &'static str,
     requests: Counter,
     duration: Histogram,
+    /// The route's upstream latency histogram (a route has one upstream).
+    upstream: Option<Histogram>,
 }
 
 impl Handles {
@@ -183,13 +308,8 @@ struct HandleCache {
 }
 
 impl HandleCache {
-    fn get(
-        &mut self,
-        metrics: &Metrics,
-        route: &Option<Arc<str>>,
-        status: u16,
-        reason: &'static str,
-    ) -> &Handles {
+    fn get(&mut self, metrics: &Metrics, trace: &Trace, reason: &'static str) -> &Handles {
+        let (route, status) = (&trace.route, trace.status);
         let hit = self
             .entries
             .iter()
@@ -215,6 +335,14 @@ impl HandleCache {
                         .duration
                         .get_or_create(&RouteLabels { route: name })
                         .clone(),
+                    upstream: trace.upstream.as_ref().map(|u| {
+                        metrics
+                            .upstream_latency
+                            .get_or_create(&UpstreamLabels {
+                                upstream: Name(Some(u.clone())),
+                            })
+                            .clone()
+                    }),
                 };
                 if self.entries.len() < CACHED_HANDLES {
                     self.entries.push(handles);
@@ -228,6 +356,56 @@ impl HandleCache {
             }
         };
         &self.entries[index]
+    }
+}
+
+/// The counters authenticators keep (JWKS fetches, the verified-token cache), read from the
+/// running config at each scrape. A reload starts them again from zero, as Prometheus counters
+/// may.
+#[derive(Debug)]
+struct AuthnCollector(Arc<ArcSwap<Runtime>>);
+
+impl Collector for AuthnCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rt = self.0.load();
+        let jwts: Vec<_> = rt
+            .authenticators
+            .iter()
+            .filter_map(|a| match &**a {
+                Authenticator::Jwt(j) => Some(j),
+                _ => None,
+            })
+            .collect();
+        {
+            let mut family = encoder.encode_descriptor(
+                "jwks_fetches",
+                "JWKS fetches by authenticator and result (ok, failed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for jwt in &jwts {
+                let Some(jwks) = jwt.jwks() else { continue };
+                let (ok, failed) = jwks.fetch_counts();
+                for (result, n) in [("ok", ok), ("failed", failed)] {
+                    let labels = [("authenticator", &**jwt.name()), ("result", result)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "jwt_cache_lookups",
+            "Verified-token cache lookups by authenticator and result (hit, miss)",
+            None,
+            MetricType::Counter,
+        )?;
+        for jwt in &jwts {
+            let (hits, misses) = jwt.cache_counts();
+            for (result, n) in [("hit", hits), ("miss", misses)] {
+                let labels = [("authenticator", &**jwt.name()), ("result", result)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -153,6 +153,11 @@ pub struct Trace {
     pub status: u16,
     /// Time every step (explain); live traffic times only the whole request.
     pub timed: bool,
+    /// The upstream that answered a forwarded request, and the microseconds from sending to
+    /// its response head (the upstream latency metric).
+    pub upstream: Option<Arc<str>>,
+    pub upstream_us: Option<u64>,
+    sent_us: u64,
 }
 
 impl Trace {
@@ -170,7 +175,21 @@ impl Trace {
             refusal: None,
             status: 0,
             timed: false,
+            upstream: None,
+            upstream_us: None,
+            sent_us: 0,
         }
+    }
+
+    /// The request is about to be sent upstream.
+    pub fn upstream_sending(&mut self) {
+        self.sent_us = self.elapsed_us();
+    }
+
+    /// `upstream`'s response head arrived.
+    pub fn upstream_answered(&mut self, upstream: &Arc<str>) {
+        self.upstream = Some(upstream.clone());
+        self.upstream_us = Some(self.elapsed_us().saturating_sub(self.sent_us));
     }
 
     pub fn step(&mut self, stage: Stage, note: impl Into<Cow<'static, str>>) {

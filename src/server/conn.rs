@@ -155,6 +155,7 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = app.metrics.connection_opened();
     let io_app = app.clone();
     let framing = FramingFlag::default();
     let flag = framing.clone();

@@ -157,6 +157,11 @@ impl JwtAuth {
         }
     }
 
+    /// Verified-token cache hits and misses so far (for `/metrics`).
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
+    }
+
     /// Why the keys are not loaded (the last JWKS fetch error).
     pub fn last_error(&self) -> Option<String> {
         match &*self.mode {
@@ -183,6 +188,7 @@ impl JwtAuth {
         if let Some(hit) = self.cache.get(&key)
             && hit.generation == self.generation()
         {
+            self.cache.counted(true);
             return match claims::check_times(&hit.times, &self.rules, now) {
                 Ok(()) => Ok((*hit.identity).clone()),
                 Err(e) => {
@@ -191,6 +197,7 @@ impl JwtAuth {
                 }
             };
         }
+        self.cache.counted(false);
         let (identity, times, generation) = self.verify_uncached(token, now).await?;
         let identity = Arc::new(identity);
         self.cache.insert(

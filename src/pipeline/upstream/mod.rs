@@ -59,6 +59,7 @@ pub fn forward<'a>(
     timer: Option<&'a RequestTimer>,
     trace: &'a mut Trace,
 ) -> impl Future<Output = Result<Response<Body>, Refusal>> + Send + 'a {
+    trace.upstream_sending();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let (body, request_body) = RequestBody::new(body);
@@ -138,6 +139,7 @@ fn answer(
     };
     // The status is in the trace once the response is recorded.
     trace.step(Stage::Upstream, connection.note());
+    trace.upstream_answered(&upstream.name);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         // Only the WebSocket handshake keyway forwarded may become a tunnel.
         let Some(client_side) = client_upgrade.filter(|_| names_websocket(response.headers()))

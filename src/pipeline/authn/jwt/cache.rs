@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -35,6 +36,9 @@ pub struct Entry {
 pub struct Cache {
     shards: Vec<Mutex<HashMap<TokenHash, Entry, DigestHasher>>>,
     per_shard: usize,
+    /// Tokens answered from the cache, and tokens verified (for `/metrics`).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for Cache {
@@ -53,7 +57,22 @@ impl Cache {
                 .map(|_| Mutex::new(HashMap::with_hasher(DigestHasher::default())))
                 .collect(),
             per_shard,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
+    }
+
+    pub fn counted(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hits and misses so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     fn shard(&self, key: &TokenHash) -> &Mutex<HashMap<TokenHash, Entry, DigestHasher>> {

@@ -50,6 +50,9 @@ pub struct Jwks {
     started: AtomicBool,
     generation: AtomicU64,
     fetcher: Fetcher,
+    /// Fetches that succeeded and that failed (for `/metrics`).
+    fetched_ok: AtomicU64,
+    fetched_failed: AtomicU64,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -92,6 +95,8 @@ impl Jwks {
             started: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             fetcher: Fetcher::new(FETCH_TIMEOUT, MAX_JWKS_BYTES),
+            fetched_ok: AtomicU64::new(0),
+            fetched_failed: AtomicU64::new(0),
         })
     }
 
@@ -101,6 +106,14 @@ impl Jwks {
 
     pub fn generation(&self) -> u64 {
         self.keys.load().as_ref().map_or(0, |k| k.generation)
+    }
+
+    /// Successful and failed fetches so far.
+    pub fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.fetched_ok.load(Ordering::Relaxed),
+            self.fetched_failed.load(Ordering::Relaxed),
+        )
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -172,6 +185,12 @@ impl Jwks {
                 .map_err(|e| format!("{} served an unusable key set: {e}", self.label))?;
             Ok(Some((digest, parsed)))
         });
+        let counter = if result.is_ok() {
+            &self.fetched_ok
+        } else {
+            &self.fetched_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(None) => {
                 self.set_error(None);
