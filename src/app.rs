@@ -4,23 +4,29 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::admin::decisions::{Decision, Decisions};
 use crate::config::runtime::Runtime;
 use crate::config::{self, ConfigError, Source, Warning};
 use crate::metrics::Metrics;
 use crate::pipeline::trace::Trace;
 
 pub struct App {
-    runtime: ArcSwap<Runtime>,
+    /// Shared with the metrics, which read the authenticators' own counters at each scrape.
+    runtime: Arc<ArcSwap<Runtime>>,
     pub source: Source,
     pub metrics: Metrics,
+    /// The recent decisions (`GET /decisions`, the decision page).
+    pub decisions: Decisions,
 }
 
 impl App {
     pub fn new(runtime: Runtime, source: Source) -> Arc<App> {
+        let runtime = Arc::new(ArcSwap::from_pointee(runtime));
         Arc::new(App {
-            runtime: ArcSwap::from_pointee(runtime),
+            metrics: Metrics::with_runtime(runtime.clone()),
+            runtime,
             source,
-            metrics: Metrics::new(),
+            decisions: Decisions::default(),
         })
     }
 
@@ -50,9 +56,10 @@ impl App {
         }
     }
 
-    /// The access log line and the metrics: both views of the request's trace.
+    /// The access log line, the metrics and the decision log: views of the request's trace.
     pub fn record(&self, trace: &Trace, rt: &Runtime) {
         self.metrics.observe(trace);
+        self.decisions.push(Decision::of(trace));
         if rt.access_log {
             let id = trace.identity.as_ref();
             tracing::info!(

@@ -1,7 +1,6 @@
 //! Listeners: accept loops, TLS with ALPN, HTTP/1.1 and HTTP/2 (h2c prior knowledge or ALPN),
 //! limits on header size and read time, graceful shutdown that drains in-flight requests.
 
-pub mod admin;
 mod conn;
 mod drain;
 pub mod framing;
@@ -70,7 +69,7 @@ pub async fn start(app: Arc<App>) -> io::Result<Running> {
             })?;
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, "admin listening");
-            tasks.spawn(admin::serve(listener, app.clone(), stop_rx.clone()));
+            tasks.spawn(crate::admin::serve(listener, app.clone(), stop_rx.clone()));
             Some(local)
         }
         None => None,

@@ -1,0 +1,198 @@
+//! The decision log behind `GET /decisions` and the decision page: the last decisions, newest
+//! first, filled from each request's trace. Recording copies reference-counted values only (no
+//! allocation once the ring is full) and holds a std mutex for one push, never across an await.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::pipeline::authn::jwt::claims::rfc3339;
+use crate::pipeline::request_id::RequestId;
+use crate::pipeline::trace::{RequestPath, Trace};
+
+/// How many decisions are kept.
+pub const CAPACITY: usize = 1_000;
+
+/// One decision: names and codes only, never a credential (the path has no query).
+#[derive(Clone)]
+pub struct Decision {
+    time: SystemTime,
+    request_id: RequestId,
+    method: http::Method,
+    path: RequestPath,
+    route: Option<Arc<str>>,
+    status: u16,
+    reason: &'static str,
+    authenticator: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
+    subject: Option<Arc<str>>,
+    duration_us: u64,
+}
+
+impl Decision {
+    pub fn of(trace: &Trace) -> Self {
+        let id = trace.identity.as_ref();
+        Decision {
+            time: SystemTime::now(),
+            request_id: trace.request_id.clone(),
+            method: trace.method.clone(),
+            path: trace.path.clone(),
+            route: trace.route.clone(),
+            status: trace.status,
+            reason: trace.reason_code(),
+            authenticator: id.map(|i| i.authenticator.clone()),
+            consumer: id.and_then(|i| i.consumer.clone()),
+            subject: id.map(|i| i.subject.clone()),
+            duration_us: trace.elapsed_us(),
+        }
+    }
+}
+
+/// `GET /decisions`' JSON form of a decision (SPEC §11).
+#[derive(Serialize)]
+pub struct Shown<'a> {
+    time: String,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    status: u16,
+    reason: &'static str,
+    authenticator: &'a str,
+    consumer: &'a str,
+    subject: &'a str,
+    duration_ms: f64,
+}
+
+impl Decision {
+    pub fn shown(&self) -> Shown<'_> {
+        let secs = self
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let millis = (secs.fract() * 1000.0).floor() as u32;
+        let time = rfc3339(secs);
+        // `…Z` with milliseconds, so decisions within one second keep their order.
+        let time = match time.strip_suffix('Z') {
+            Some(t) => format!("{t}.{millis:03}Z"),
+            None => time,
+        };
+        Shown {
+            time,
+            request_id: self.request_id.as_str(),
+            method: self.method.as_str(),
+            path: self.path.as_str(),
+            route: self.route.as_deref().unwrap_or(""),
+            status: self.status,
+            reason: self.reason,
+            authenticator: self.authenticator.as_deref().unwrap_or(""),
+            consumer: self.consumer.as_deref().unwrap_or(""),
+            subject: self.subject.as_deref().unwrap_or(""),
+            duration_ms: self.duration_us as f64 / 1000.0,
+        }
+    }
+}
+
+/// The ring of recent decisions.
+pub struct Decisions {
+    ring: Mutex<VecDeque<Decision>>,
+}
+
+impl Default for Decisions {
+    fn default() -> Self {
+        Decisions {
+            ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+        }
+    }
+}
+
+/// Which decisions `recent` returns.
+#[derive(Default)]
+pub struct Filter<'a> {
+    pub limit: usize,
+    pub reason: Option<&'a str>,
+    pub route: Option<&'a str>,
+}
+
+impl Decisions {
+    pub fn push(&self, decision: Decision) {
+        let evicted = {
+            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+            let evicted = if ring.len() >= CAPACITY {
+                ring.pop_front()
+            } else {
+                None
+            };
+            ring.push_back(decision);
+            evicted
+        };
+        // Dropped after the lock is released.
+        drop(evicted);
+    }
+
+    /// Newest first. `reason: ""` selects allowed requests.
+    pub fn recent(&self, filter: &Filter<'_>) -> Vec<Decision> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter()
+            .rev()
+            .filter(|d| filter.reason.is_none_or(|r| r == d.reason))
+            .filter(|d| filter.route.is_none_or(|r| Some(r) == d.route.as_deref()))
+            .take(filter.limit)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::request_id;
+
+    fn trace(path: &str, route: &str, status: u16) -> Trace {
+        let uri: http::Uri = path.parse().unwrap();
+        let mut t = Trace::start(request_id::mint(), http::Method::GET, RequestPath::of(&uri));
+        t.route = Some(Arc::from(route));
+        t.status = status;
+        t
+    }
+
+    #[test]
+    fn newest_first_bounded_and_filtered() {
+        let d = Decisions::default();
+        for i in 0..CAPACITY + 5 {
+            let route = if i % 2 == 0 { "even" } else { "odd" };
+            d.push(Decision::of(&trace(
+                &format!("/r/{i}?token=s3cret"),
+                route,
+                200,
+            )));
+        }
+        let all = d.recent(&Filter {
+            limit: usize::MAX,
+            ..Filter::default()
+        });
+        assert_eq!(all.len(), CAPACITY);
+        assert_eq!(all[0].path.as_str(), format!("/r/{}", CAPACITY + 4));
+        assert_eq!(all[CAPACITY - 1].path.as_str(), "/r/5");
+        let odd = d.recent(&Filter {
+            limit: 3,
+            route: Some("odd"),
+            ..Filter::default()
+        });
+        let paths: Vec<&str> = odd.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["/r/1003", "/r/1001", "/r/999"]);
+        let shown = serde_json::to_string(&odd[0].shown()).unwrap();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(r#""route":"odd""#), "{shown}");
+        assert!(
+            d.recent(&Filter {
+                limit: 10,
+                reason: Some("credentials.missing"),
+                ..Filter::default()
+            })
+            .is_empty()
+        );
+    }
+}
