@@ -12,8 +12,9 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::config::file::FileConfig;
 use crate::config::runtime::{Runtime, Target, Upstream};
-use crate::config::{self, Source};
+use crate::config::{self, Source, Warning, interpolate, lint};
 
 #[derive(Serialize)]
 struct Probe {
@@ -24,7 +25,7 @@ struct Probe {
     error: Option<String>,
 }
 
-pub fn check(path: &Path, probe: bool, as_json: bool) -> ExitCode {
+pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> ExitCode {
     let source = Source::File(path.to_path_buf());
     let loaded = match config::load(&source) {
         Ok(l) => l,
@@ -40,21 +41,43 @@ pub fn check(path: &Path, probe: bool, as_json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut warnings = loaded.warnings;
+    let file = file_config(path);
+    if let Some(token_path) = token {
+        let text = match std::fs::read_to_string(token_path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("keyway check: cannot read {}: {e}", token_path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(file) = &file else {
+            return ExitCode::FAILURE;
+        };
+        match lint::token(file, text.trim()) {
+            Ok(found) => warnings.extend(found),
+            Err(e) => {
+                eprintln!("keyway check: {}: {e}", token_path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let probes = if probe {
         run_probes(&loaded.runtime)
     } else {
         Vec::new()
     };
+    warnings.extend(probe_warnings(&probes, &loaded.runtime, file.as_ref()));
     let failed = probes.iter().any(|p| !p.ok);
     if as_json {
-        let mut out = json!({"errors": [], "warnings": loaded.warnings});
+        let mut out = json!({"errors": [], "warnings": warnings});
         if probe {
             out["probes"] = json!(probes);
         }
         println!("{out}");
     } else {
-        for w in &loaded.warnings {
-            println!("warning[{}]: {}", w.code, w.message);
+        for w in &warnings {
+            println!("{}:{w}", path.display());
         }
         for p in &probes {
             let status = p.status.map_or("-".to_owned(), |s| s.to_string());
@@ -65,7 +88,7 @@ pub fn check(path: &Path, probe: bool, as_json: bool) -> ExitCode {
         println!(
             "{}: ok ({} warning(s){})",
             path.display(),
-            loaded.warnings.len(),
+            warnings.len(),
             if probe {
                 format!(
                     ", {} probe(s) failed",
@@ -81,6 +104,51 @@ pub fn check(path: &Path, probe: bool, as_json: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The config as written, for warnings that need its places (already validated by `load`).
+fn file_config(path: &Path) -> Option<FileConfig> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    interpolate::with_base_dir(dir, || config::parse(&text)).ok()
+}
+
+/// An upstream that refused the probe (F5), as a warning at its place in the file.
+fn probe_warnings(probes: &[Probe], rt: &Runtime, file: Option<&FileConfig>) -> Vec<Warning> {
+    let mut d = config::compile::Diagnostics::default();
+    for p in probes {
+        let Some(status) = p.status.filter(|s| *s == 401 || *s == 403) else {
+            continue;
+        };
+        let injects = rt
+            .upstreams
+            .iter()
+            .find(|u| *u.name == p.upstream)
+            .is_some_and(|u| !u.inject.is_empty());
+        let at = file
+            .and_then(|f| f.upstreams.get(&p.upstream))
+            .map(|s| &s.referenced);
+        let place = format!("upstreams.{}", p.upstream);
+        if injects {
+            d.warn(
+                "upstream_refuses_injected_credentials",
+                format!("upstream {} answered the probe with {status} although keyway injects credentials for it: they are wrong or expired", p.upstream),
+            )
+            .at(at, place)
+            .fix("check the values behind inject (environment variables, secret files) against what the upstream expects");
+        } else {
+            d.warn(
+                "upstream_refuses_without_credentials",
+                format!("upstream {} answered the probe with {status} and keyway injects no credentials for it: every request will be refused by the upstream (F5)", p.upstream),
+            )
+            .at(at, place)
+            .fix(format!("add inject: {{Authorization: \"Bearer ${{…}}\"}} (or the header the upstream expects) to upstream {}", p.upstream));
+        }
+    }
+    d.warnings
 }
 
 fn run_probes(rt: &Runtime) -> Vec<Probe> {

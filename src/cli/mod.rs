@@ -53,6 +53,10 @@ enum Command {
         /// Send one request to each upstream with its injected credentials.
         #[arg(long)]
         probe: bool,
+        /// A file holding a JWT a client will send: warn for each route that would refuse it
+        /// for a missing consumer (or identity) claim. Only claim names are printed.
+        #[arg(long, value_name = "FILE")]
+        token: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -126,8 +130,9 @@ pub fn main() -> ExitCode {
         Command::Check {
             config,
             probe,
+            token,
             json,
-        } => check::check(&config, probe, json),
+        } => check::check(&config, probe, token.as_deref(), json),
         Command::Explain {
             config,
             demo,

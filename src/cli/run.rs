@@ -32,7 +32,7 @@ pub fn serve_then(
     on_ready: impl FnOnce(&server::Running),
 ) -> ExitCode {
     for w in &loaded.warnings {
-        tracing::warn!(code = w.code, "{}", w.message);
+        tracing::warn!(code = w.code, line = w.line, column = w.column, fix = %w.fix, "{}", w.message);
     }
     let runtime = match super::tokio_runtime(loaded.runtime.workers) {
         Ok(r) => r,

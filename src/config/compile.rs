@@ -52,11 +52,18 @@ impl Diagnostics {
         });
     }
 
-    pub fn warn(&mut self, code: &'static str, message: impl Into<String>) {
+    /// Adds a warning; chain `.at(..)` for its place and `.fix(..)` for the remedy.
+    pub fn warn(&mut self, code: &'static str, message: impl Into<String>) -> &mut Warning {
         self.warnings.push(Warning {
             code,
             message: message.into(),
+            path: String::new(),
+            line: 0,
+            column: 0,
+            fix: String::new(),
         });
+        let last = self.warnings.len() - 1;
+        &mut self.warnings[last]
     }
 }
 
@@ -114,6 +121,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
     let consumers = compile_consumers(file, &mut d);
     let authenticators = compile_authenticators(file, &consumers, &mut d);
     let routes = compile_routes(file, &upstreams, &authenticators, &mut d);
+    lint::routes(file, &routes, &mut d);
     let headers = compile_header_policy(file, &upstreams, &authenticators);
     if file.routes.is_empty() {
         d.error(
@@ -471,10 +479,12 @@ fn compile_consumers(
                 d.warn(
                     "plaintext_api_key",
                     format!(
-                        "{path}.api_keys[{k}] (consumer {}) is plaintext; store `keyway hash-key` output instead",
+                        "{path}.api_keys[{k}] (consumer {}) is plaintext: anyone who reads the config can use it",
                         c.name.0
                     ),
-                );
+                )
+                .at(Some(&spanned.referenced), format!("{path}.api_keys[{k}]"))
+                .fix("store the output of `keyway hash-key KEY` (sha256:…) instead of the key");
                 hashes.push(api_key::hash_key(text));
             }
         }
@@ -619,7 +629,9 @@ fn compile_api_key(
         d.warn(
             "api_key_without_keys",
             format!("authenticator {name}: no consumer has api_keys, so every key is refused"),
-        );
+        )
+        .at(Some(at), path)
+        .fix("give a consumer api_keys (sha256: hashes from `keyway hash-key`)");
     }
     Some(api_key::ApiKeyAuth {
         name_header: crate::pipeline::authn::name_header(name),

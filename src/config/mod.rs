@@ -39,11 +39,49 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// A pitfall that does not stop keyway from starting.
+/// A pitfall that does not stop keyway from starting: a stable code, the place in the file
+/// (line 0 when it concerns no one place), and how to fix it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Warning {
     pub code: &'static str,
     pub message: String,
+    /// Dotted path of the key it concerns, e.g. `routes[2]`.
+    pub path: String,
+    pub line: u32,
+    pub column: u32,
+    pub fix: String,
+}
+
+impl Warning {
+    pub fn at(
+        &mut self,
+        at: Option<&serde_saphyr::Location>,
+        path: impl Into<String>,
+    ) -> &mut Self {
+        let (line, column) = at.map_or((0, 0), |l| (l.line() as u32, l.column() as u32));
+        self.line = line;
+        self.column = column;
+        self.path = path.into();
+        self
+    }
+
+    pub fn fix(&mut self, fix: impl Into<String>) -> &mut Self {
+        self.fix = fix.into();
+        self
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        }
+        write!(f, "warning[{}]: {}", self.code, self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a config came from, so a reload can read it again.

@@ -38,7 +38,7 @@ pub struct Matcher {
 
 impl Matcher {
     /// Higher sorts first. Exact path beats any prefix; a longer prefix beats a shorter one.
-    fn specificity(&self) -> (u8, u8, usize, u8, usize) {
+    pub fn specificity(&self) -> (u8, u8, usize, u8, usize) {
         let host = match &self.host {
             HostMatch::Exact(_) => 2,
             HostMatch::Suffix(_) => 1,

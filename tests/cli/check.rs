@@ -152,14 +152,20 @@ routes:
         c.text.stdout
     );
 
-    // --json: exactly {"errors":[],"warnings":[{"code","message"}]}.
+    // --json: {"errors":[],"warnings":[{"code","message", and where and how to fix}]}.
     let v = c.json.json();
     let top: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(top, BTreeSet::from(["errors", "warnings"]), "{v:#}");
     assert_eq!(v["errors"], serde_json::json!([]));
     for w in v["warnings"].as_array().unwrap() {
         let keys: BTreeSet<&str> = w.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, BTreeSet::from(["code", "message"]), "{w:#}");
+        assert_eq!(
+            keys,
+            BTreeSet::from(["code", "message", "path", "line", "column", "fix"]),
+            "{w:#}"
+        );
+        assert!(w["line"].as_u64().unwrap() > 0, "{w:#}");
+        assert!(!w["fix"].as_str().unwrap().is_empty(), "{w:#}");
     }
     let codes = c.warning_codes();
     assert!(

@@ -10,6 +10,7 @@ mod commands;
 mod common;
 mod demo;
 mod explain;
+mod lints;
 mod nginx_f1;
 mod oidc_secrets;
 mod policy;

@@ -99,6 +99,25 @@ async fn f5_probe_reports_the_401_before_traffic_and_passes_once_inject_is_confi
     assert_eq!(probes[0]["upstream"], "tools");
     assert_eq!(probes[0]["status"], 401);
     assert_eq!(probes[0]["ok"], false);
+    // The same finding as a warning with its code, the upstream's place and the fix.
+    let warning = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "upstream_refuses_without_credentials")
+        .unwrap_or_else(|| panic!("no upstream_refuses_without_credentials in {v:#}"));
+    assert_eq!(warning["path"], "upstreams.tools", "{warning:#}");
+    assert!(warning["line"].as_u64().unwrap() > 0, "{warning:#}");
+    assert!(
+        warning["fix"].as_str().unwrap().contains("inject"),
+        "{warning:#}"
+    );
+    assert!(
+        text.stdout
+            .contains("warning[upstream_refuses_without_credentials]"),
+        "{}",
+        text.stdout
+    );
     assert!(
         tools
             .requests()
@@ -132,7 +151,10 @@ async fn f5_probe_reports_the_401_before_traffic_and_passes_once_inject_is_confi
     assert_ne!(text.code, 0, "{text:?}");
     assert!(
         text.stdout.contains("probe tools: 401 FAILED")
-            && text.stdout.contains("refused the injected credentials"),
+            && text.stdout.contains("refused the injected credentials")
+            && text
+                .stdout
+                .contains("warning[upstream_refuses_injected_credentials]"),
         "{}",
         text.stdout
     );

@@ -136,7 +136,9 @@ pub fn compile(
             format!(
                 "authenticator {name}: leeway {leeway:?} accepts tokens long after they expire"
             ),
-        );
+        )
+        .at(Some(at), format!("{path}.leeway"))
+        .fix("keep leeway at a few seconds to a minute (default 30s): it only covers clock skew");
     }
     let max_lifetime = file.max_lifetime.map(|m| m.0);
     if max_lifetime.is_some_and(|m| m.is_zero()) {
@@ -187,7 +189,9 @@ pub fn compile(
                 format!(
                     "authenticator {name} accepts any token its issuer signs, whatever service it was meant for; set audience"
                 ),
-            );
+            )
+            .at(Some(at), path)
+            .fix("set audience: [the name the issuer puts in aud for this service]");
         }
         compile_issuer_keys(name, file, restrict, path, at, d)
     } else {
@@ -346,7 +350,9 @@ fn compile_issuer_keys(
             match keys::parse_jwks(&bytes, restrict.as_deref(), true) {
                 Ok(parsed) => {
                     for note in parsed.skipped {
-                        d.warn("jwt_key_skipped", format!("{}: {note}", full.display()));
+                        d.warn("jwt_key_skipped", format!("{}: {note}", full.display()))
+                            .at(Some(at), p.clone())
+                            .fix("remove the key from the file, or fix its parameters");
                     }
                     parsed.keys
                 }
@@ -507,7 +513,11 @@ fn check_secret(
             keys::names(algs)
         );
         if !d.warnings.iter().any(|w| w.message == msg) {
-            d.warn("jwt_weak_secret", msg);
+            d.warn("jwt_weak_secret", msg)
+                .at(Some(at), path)
+                .fix(format!(
+                    "use a random secret of at least {need} bytes (e.g. `openssl rand -base64 48`)"
+                ));
         }
     }
 }
@@ -562,7 +572,8 @@ fn compile_consumers(
         d.warn(
             "jwt_without_consumers",
             format!("authenticator {name} is in consumer mode but no consumer has a jwt credential, so every token is refused"),
-        );
+        )
+        .fix("give a consumer jwt: {key, secret or public_key_file}, or make the authenticator issuer-mode (issuer + keys)");
     }
     map
 }

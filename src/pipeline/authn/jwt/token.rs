@@ -77,6 +77,16 @@ impl fmt::Display for TokenError {
 }
 
 /// A short, printable rendering of an attacker-controlled string for a detail.
+/// The claim names of a token's payload, read without verifying it: for explain and `check
+/// --token`, which show names and never values. `None` when it is not a JWT with a JSON
+/// object payload.
+pub fn unverified_claim_names(token: &str) -> Option<Vec<String>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let map: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    Some(map.keys().cloned().collect())
+}
+
 pub fn show(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(40) + 2);
     out.push('"');
