@@ -15,4 +15,5 @@ mod nginx_f1;
 mod oidc_secrets;
 mod policy;
 mod probe_f5;
+mod redaction;
 mod run;
