@@ -58,8 +58,10 @@ impl App {
 
     /// The access log line, the metrics and the decision log: views of the request's trace.
     pub fn record(&self, trace: &Trace, rt: &Runtime) {
-        self.metrics.observe(trace);
-        self.decisions.push(Decision::of(trace));
+        // One clock read for the three views.
+        let elapsed_us = trace.elapsed_us();
+        self.metrics.observe(trace, elapsed_us);
+        self.decisions.push(Decision::of(trace, elapsed_us));
         if rt.access_log {
             let id = trace.identity.as_ref();
             tracing::info!(
@@ -73,7 +75,7 @@ impl App {
                 authenticator = id.map_or("", |i| &*i.authenticator),
                 consumer = id.and_then(|i| i.consumer.as_deref()).unwrap_or(""),
                 credential_source = id.map_or("", |i| &*i.source),
-                duration_us = trace.elapsed_us(),
+                duration_us = elapsed_us,
                 "request"
             );
         }

@@ -219,15 +219,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe(&self, trace: &Trace) {
+    /// Counts a recorded request that took `elapsed_us` so far (its response head is out).
+    pub fn observe(&self, trace: &Trace, elapsed_us: u64) {
         let reason = trace.reason_code();
-        let seconds = trace.elapsed_us() as f64 / 1e6;
+        let seconds = elapsed_us as f64 / 1e6;
         HANDLES.with(|cache| {
             let mut cache = cache.borrow_mut();
             let handles = cache.get(self, trace, reason);
             handles.requests.inc();
             handles.duration.observe(seconds);
-            if let Some(us) = trace.upstream_us {
+            if let Some(us) = trace.upstream_us(elapsed_us) {
                 let seconds = us as f64 / 1e6;
                 match &handles.upstream {
                     Some(h) => h.observe(seconds),
@@ -440,13 +441,13 @@ mod tests {
         // More label sets than the per-thread cache holds, interleaved, on two registries.
         for _ in 0..3 {
             for route in &routes {
-                a.observe(&trace(route, 200));
-                a.observe(&trace(route, 404));
+                a.observe(&trace(route, 200), 10);
+                a.observe(&trace(route, 404), 10);
             }
-            b.observe(&trace(&routes[0], 200));
+            b.observe(&trace(&routes[0], 200), 10);
         }
         // A reloaded route with the same name is the same series.
-        a.observe(&trace(&Arc::from("r0"), 200));
+        a.observe(&trace(&Arc::from("r0"), 200), 10);
         let (a, b) = (a.render(), b.render());
         assert_eq!(count(&a, "r0", 200).as_deref(), Some("4"));
         assert_eq!(count(&a, "r5", 404).as_deref(), Some("3"));

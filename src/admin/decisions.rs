@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -18,7 +18,9 @@ pub const CAPACITY: usize = 1_000;
 /// One decision: names and codes only, never a credential (the path has no query).
 #[derive(Clone)]
 pub struct Decision {
-    time: SystemTime,
+    /// When the request started; made a wall-clock time only when shown, so recording reads
+    /// no clock.
+    started: Instant,
     request_id: RequestId,
     method: http::Method,
     path: RequestPath,
@@ -32,10 +34,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub fn of(trace: &Trace) -> Self {
+    pub fn of(trace: &Trace, elapsed_us: u64) -> Self {
         let id = trace.identity.as_ref();
         Decision {
-            time: SystemTime::now(),
+            started: trace.started(),
             request_id: trace.request_id.clone(),
             method: trace.method.clone(),
             path: trace.path.clone(),
@@ -45,7 +47,7 @@ impl Decision {
             authenticator: id.map(|i| i.authenticator.clone()),
             consumer: id.and_then(|i| i.consumer.clone()),
             subject: id.map(|i| i.subject.clone()),
-            duration_us: trace.elapsed_us(),
+            duration_us: elapsed_us,
         }
     }
 }
@@ -66,10 +68,37 @@ pub struct Shown<'a> {
     duration_ms: f64,
 }
 
+/// A wall-clock time and the monotonic instant it was read at: decisions keep instants and are
+/// given wall-clock times from this pair when shown.
+#[derive(Clone, Copy)]
+pub struct Epoch {
+    wall: SystemTime,
+    mono: Instant,
+}
+
+impl Epoch {
+    fn now() -> Self {
+        Epoch {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        let wall = match at.checked_duration_since(self.mono) {
+            Some(after) => self.wall.checked_add(after),
+            None => self
+                .wall
+                .checked_sub(self.mono.saturating_duration_since(at)),
+        };
+        wall.unwrap_or(self.wall)
+    }
+}
+
 impl Decision {
-    pub fn shown(&self) -> Shown<'_> {
-        let secs = self
-            .time
+    pub fn shown(&self, epoch: Epoch) -> Shown<'_> {
+        let secs = epoch
+            .wall(self.started)
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let millis = (secs.fract() * 1000.0).floor() as u32;
@@ -98,12 +127,14 @@ impl Decision {
 /// The ring of recent decisions.
 pub struct Decisions {
     ring: Mutex<VecDeque<Decision>>,
+    epoch: Epoch,
 }
 
 impl Default for Decisions {
     fn default() -> Self {
         Decisions {
             ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+            epoch: Epoch::now(),
         }
     }
 }
@@ -130,6 +161,11 @@ impl Decisions {
         };
         // Dropped after the lock is released.
         drop(evicted);
+    }
+
+    /// What the decisions' times are reckoned from.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
     }
 
     /// Newest first. `reason: ""` selects allowed requests.
@@ -163,11 +199,8 @@ mod tests {
         let d = Decisions::default();
         for i in 0..CAPACITY + 5 {
             let route = if i % 2 == 0 { "even" } else { "odd" };
-            d.push(Decision::of(&trace(
-                &format!("/r/{i}?token=s3cret"),
-                route,
-                200,
-            )));
+            let t = trace(&format!("/r/{i}?token=s3cret"), route, 200);
+            d.push(Decision::of(&t, 5));
         }
         let all = d.recent(&Filter {
             limit: usize::MAX,
@@ -183,9 +216,13 @@ mod tests {
         });
         let paths: Vec<&str> = odd.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, ["/r/1003", "/r/1001", "/r/999"]);
-        let shown = serde_json::to_string(&odd[0].shown()).unwrap();
+        let shown = serde_json::to_string(&odd[0].shown(d.epoch())).unwrap();
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains(r#""route":"odd""#), "{shown}");
+        assert!(shown.contains(r#""duration_ms":0.005"#), "{shown}");
+        // The wall-clock time of a decision recorded now is now (to the second).
+        let year = shown.split("\"time\":\"").nth(1).unwrap();
+        assert!(year.starts_with("20"), "{shown}");
         assert!(
             d.recent(&Filter {
                 limit: 10,

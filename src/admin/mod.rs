@@ -140,7 +140,8 @@ fn decisions(app: &App, query: Option<&str>) -> Response<Body> {
         reason: reason.as_deref(),
         route: route.as_deref(),
     });
-    let shown: Vec<_> = recent.iter().map(|d| d.shown()).collect();
+    let epoch = app.decisions.epoch();
+    let shown: Vec<_> = recent.iter().map(|d| d.shown(epoch)).collect();
     let mut r = Response::new(Body::full(serde_json::to_vec(&shown).unwrap_or_default()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

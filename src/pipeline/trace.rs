@@ -153,10 +153,8 @@ pub struct Trace {
     pub status: u16,
     /// Time every step (explain); live traffic times only the whole request.
     pub timed: bool,
-    /// The upstream that answered a forwarded request, and the microseconds from sending to
-    /// its response head (the upstream latency metric).
+    /// The upstream that answered a forwarded request (its latency is `upstream_us`).
     pub upstream: Option<Arc<str>>,
-    pub upstream_us: Option<u64>,
     sent_us: u64,
 }
 
@@ -176,7 +174,6 @@ impl Trace {
             status: 0,
             timed: false,
             upstream: None,
-            upstream_us: None,
             sent_us: 0,
         }
     }
@@ -186,10 +183,23 @@ impl Trace {
         self.sent_us = self.elapsed_us();
     }
 
-    /// `upstream`'s response head arrived.
+    /// `upstream`'s response head arrived. The request is recorded as soon as the head is
+    /// handed to the client, so the time then ends the upstream latency: no clock read here.
     pub fn upstream_answered(&mut self, upstream: &Arc<str>) {
         self.upstream = Some(upstream.clone());
-        self.upstream_us = Some(self.elapsed_us().saturating_sub(self.sent_us));
+    }
+
+    /// Microseconds from sending the request upstream to its response head, given the
+    /// request's `elapsed_us` when it is recorded; `None` without an upstream answer.
+    pub fn upstream_us(&self, elapsed_us: u64) -> Option<u64> {
+        self.upstream
+            .as_ref()
+            .map(|_| elapsed_us.saturating_sub(self.sent_us))
+    }
+
+    /// When the request started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     pub fn step(&mut self, stage: Stage, note: impl Into<Cow<'static, str>>) {
