@@ -455,4 +455,26 @@ mod tests {
         assert_eq!(count(&b, "r1", 200), None);
         assert!(a.contains("keyway_request_duration_seconds_count{route=\"r3\"} 6"));
     }
+
+    #[test]
+    fn websocket_and_connection_hooks_move_their_gauges() {
+        let m = Metrics::new();
+        let open = m.connection_opened();
+        m.websocket_stream_opened("mux");
+        m.websocket_stream_opened("direct");
+        m.websocket_stream_closed("jwt.expired");
+        let text = m.render();
+        assert!(text.contains("keyway_client_connections 1"), "{text}");
+        assert!(text.contains("keyway_websocket_streams 1"), "{text}");
+        assert!(
+            text.contains("keyway_websocket_streams_opened_total{kind=\"mux\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyway_websocket_streams_closed_total{reason=\"jwt.expired\"} 1"),
+            "{text}"
+        );
+        drop(open);
+        assert!(m.render().contains("keyway_client_connections 0"));
+    }
 }
