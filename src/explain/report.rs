@@ -140,13 +140,24 @@ pub fn build(rt: &Runtime, asked: &Asked, original: &Parts, peer: IpAddr, run: D
         candidates,
         conn,
     } = run;
-    let route = trace.route.as_deref().and_then(|name| {
-        rt.router
-            .routes()
-            .iter()
-            .find(|r| &*r.name == name)
-            .cloned()
-    });
+    // The route the router stage recorded; when explain stopped before the deciding stages
+    // (a Redis session), the one the candidates matched.
+    let route = trace
+        .route
+        .as_deref()
+        .and_then(|name| {
+            rt.router
+                .routes()
+                .iter()
+                .find(|r| &*r.name == name)
+                .cloned()
+        })
+        .or_else(|| {
+            candidates
+                .last()
+                .filter(|(_, why)| why.is_none())
+                .map(|(r, _)| r.clone())
+        });
     let secret_query = secret_query(rt);
     let request = RequestSeen {
         method: original.method.to_string(),

@@ -286,3 +286,49 @@ routes:
     assert_eq!(r["request"]["trusted_peer"], false);
     assert_eq!(out.code, 1);
 }
+
+#[test]
+fn a_redis_session_is_not_opened_offline_explain_says_what_keyway_would_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "keyway.yaml",
+        r#"
+upstreams:
+  app: {builtin: echo}
+authenticators:
+  sso:
+    type: oidc
+    issuer: "http://127.0.0.1:9"
+    client_id: keyway
+    client_secret: "client-secret-0123456789"
+    session: {store: redis, url: "redis://127.0.0.1:9", secret: "session-secret-0123456789abcdef0123456789"}
+routes:
+  - {name: ui, match: {path_prefix: /}, upstream: app, auth: [sso]}
+"#,
+    );
+    let out = keyway(
+        &[
+            "explain",
+            "-c",
+            &config,
+            "GET",
+            "http://a/x",
+            "--cookie",
+            "keyway_session=opaque-session-id",
+            "--json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    let r = out.json();
+    assert_eq!(r["decision"], "undecided");
+    assert_eq!(r["route"], "ui");
+    let why = r["undecided"].as_str().unwrap();
+    assert!(
+        why.contains("Redis") && why.contains("keyway_session"),
+        "{why}"
+    );
+    assert!(!out.all().contains("opaque-session-id"));
+}
