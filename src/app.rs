@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::admin::decisions::{Decision, Decisions};
+use crate::admin::decisions::Decisions;
 use crate::config::runtime::Runtime;
 use crate::config::{self, ConfigError, Source, Warning};
 use crate::metrics::Metrics;
@@ -57,11 +57,11 @@ impl App {
     }
 
     /// The access log line, the metrics and the decision log: views of the request's trace,
-    /// which ends here (the decision log takes its names over rather than copying them).
-    pub fn record(&self, trace: Trace, rt: &Runtime) {
+    /// which ends here (the decision log takes its names out rather than copying them).
+    pub fn record(&self, trace: &mut Trace, rt: &Runtime) {
         // One clock read for the three views.
         let elapsed_us = trace.elapsed_us();
-        self.metrics.observe(&trace, elapsed_us);
+        self.metrics.observe(trace, elapsed_us);
         if rt.access_log {
             let id = trace.identity.as_ref();
             tracing::info!(
@@ -79,6 +79,6 @@ impl App {
                 "request"
             );
         }
-        self.decisions.push(Decision::of(trace, elapsed_us));
+        self.decisions.record(trace, elapsed_us);
     }
 }

@@ -1,8 +1,7 @@
 //! The decision log behind `GET /decisions` and the decision page: the last decisions, newest
-//! first, filled from each request's trace. Recording copies reference-counted values only (no
-//! allocation once the ring is full) and holds a std mutex for one push, never across an await.
+//! first, filled from each request's trace. Recording takes the trace's names over (no copy, no
+//! allocation) and holds a std mutex for one slot write, never across an await.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,31 +33,21 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The decision of a finished request: its names are moved over, not copied.
-    pub fn of(trace: Trace, elapsed_us: u64) -> Self {
-        let started = trace.started();
-        let reason = trace.reason_code();
-        let Trace {
-            request_id,
-            method,
-            path,
-            route,
-            identity,
-            status,
-            ..
-        } = trace;
-        let (authenticator, consumer, subject) = match identity {
+    /// The decision of a finished request, whose names are taken out of its trace rather
+    /// than copied (the trace is dropped next).
+    pub fn take(trace: &mut Trace, elapsed_us: u64) -> Self {
+        let (authenticator, consumer, subject) = match trace.identity.take() {
             Some(i) => (Some(i.authenticator), i.consumer, Some(i.subject)),
             None => (None, None, None),
         };
         Decision {
-            started,
-            request_id,
-            method,
-            path,
-            route,
-            status,
-            reason,
+            started: trace.started(),
+            request_id: std::mem::take(&mut trace.request_id),
+            method: std::mem::take(&mut trace.method),
+            path: std::mem::take(&mut trace.path),
+            route: trace.route.take(),
+            status: trace.status,
+            reason: trace.reason_code(),
             authenticator,
             consumer,
             subject,
@@ -141,14 +130,34 @@ impl Decision {
 
 /// The ring of recent decisions.
 pub struct Decisions {
-    ring: Mutex<VecDeque<Decision>>,
+    ring: Mutex<Ring>,
     epoch: Epoch,
+}
+
+/// `CAPACITY` slots written in turn: a full ring overwrites its oldest slot in place, so a push
+/// moves one decision and drops one, and never allocates.
+struct Ring {
+    slots: Vec<Decision>,
+    /// The slot the next decision goes to once the ring is full.
+    next: usize,
+}
+
+impl Ring {
+    /// Newest first.
+    fn newest_first(&self) -> impl Iterator<Item = &Decision> {
+        // Before `next`: written since the ring last wrapped; from `next` on: the older ones.
+        let (recent, earlier) = self.slots.split_at(self.next.min(self.slots.len()));
+        recent.iter().rev().chain(earlier.iter().rev())
+    }
 }
 
 impl Default for Decisions {
     fn default() -> Self {
         Decisions {
-            ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+            ring: Mutex::new(Ring {
+                slots: Vec::with_capacity(CAPACITY),
+                next: 0,
+            }),
             epoch: Epoch::now(),
         }
     }
@@ -163,19 +172,19 @@ pub struct Filter<'a> {
 }
 
 impl Decisions {
-    pub fn push(&self, decision: Decision) {
-        let evicted = {
-            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-            let evicted = if ring.len() >= CAPACITY {
-                ring.pop_front()
-            } else {
-                None
-            };
-            ring.push_back(decision);
-            evicted
-        };
-        // Dropped after the lock is released.
-        drop(evicted);
+    /// Records a finished request's decision (see `Decision::take`). The std mutex is held for
+    /// one slot write and never across an await.
+    pub fn record(&self, trace: &mut Trace, elapsed_us: u64) {
+        let decision = Decision::take(trace, elapsed_us);
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = &mut *ring;
+        if ring.slots.len() < CAPACITY {
+            ring.slots.push(decision);
+        } else if let Some(slot) = ring.slots.get_mut(ring.next) {
+            // The oldest decision is dropped in place: reference counts only.
+            *slot = decision;
+        }
+        ring.next = (ring.next + 1) % CAPACITY;
     }
 
     /// What the decisions' times are reckoned from.
@@ -186,8 +195,7 @@ impl Decisions {
     /// Newest first. `reason: ""` selects allowed requests.
     pub fn recent(&self, filter: &Filter<'_>) -> Vec<Decision> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter()
-            .rev()
+        ring.newest_first()
             .filter(|d| filter.reason.is_none_or(|r| r == d.reason))
             .filter(|d| filter.route.is_none_or(|r| Some(r) == d.route.as_deref()))
             .take(filter.limit)
@@ -214,8 +222,8 @@ mod tests {
         let d = Decisions::default();
         for i in 0..CAPACITY + 5 {
             let route = if i % 2 == 0 { "even" } else { "odd" };
-            let t = trace(&format!("/r/{i}?token=s3cret"), route, 200);
-            d.push(Decision::of(t, 5));
+            let mut t = trace(&format!("/r/{i}?token=s3cret"), route, 200);
+            d.record(&mut t, 5);
         }
         let all = d.recent(&Filter {
             limit: usize::MAX,
