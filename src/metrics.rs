@@ -78,7 +78,7 @@ pub struct Metrics {
     /// family once, so counting a removal does not hash its labels under the family's lock.
     removals: [Counter; RemovalCause::ALL.len()],
     reloads: Family<ReloadLabels, Counter>,
-    upstream_latency: Family<UpstreamLabels, Histogram>,
+    upstream_latency: Family<UpstreamLabels, Latency>,
     connections: Gauge,
     websocket_streams: Gauge,
     websocket_opened: Family<KindLabels, Counter>,
@@ -139,9 +139,7 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
-        let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 4.0, 10))
-        });
+        let upstream_latency = Family::<UpstreamLabels, Latency>::default();
         registry.register(
             "upstream_response_seconds",
             "Time from sending a request upstream to its response head, by upstream",
@@ -229,9 +227,8 @@ impl Metrics {
             handles.requests.inc();
             handles.duration.observe(seconds);
             if let Some(us) = trace.upstream_us(elapsed_us) {
-                let seconds = us as f64 / 1e6;
                 match &handles.upstream {
-                    Some(h) => h.observe(seconds),
+                    Some(h) => h.observe(us),
                     // The cached handles were made for a request without an upstream (the
                     // builtin echo), or for another upstream after a reload.
                     None => self
@@ -239,7 +236,7 @@ impl Metrics {
                         .get_or_create(&UpstreamLabels {
                             upstream: Name(trace.upstream.clone()),
                         })
-                        .observe(seconds),
+                        .observe(us),
                 }
             }
         });
@@ -276,7 +273,7 @@ struct Handles {
     requests: Counter,
     duration: Histogram,
     /// The route's upstream latency histogram (a route has one upstream).
-    upstream: Option<Histogram>,
+    upstream: Option<Latency>,
 }
 
 impl Handles {
@@ -357,6 +354,71 @@ impl HandleCache {
             }
         };
         &self.entries[index]
+    }
+}
+
+/// Upper bounds of the upstream latency buckets in microseconds: 100 µs, then ×4 (as
+/// `exponential_buckets(0.0001, 4.0, 10)` in seconds).
+const LATENCY_BOUNDS_US: [u64; 10] = [
+    100, 400, 1_600, 6_400, 25_600, 102_400, 409_600, 1_638_400, 6_553_600, 26_214_400,
+];
+
+/// A histogram of microseconds in atomics: observing is two relaxed adds, without the lock
+/// prometheus-client's histogram takes (this one is on every proxied request's path).
+#[derive(Clone, Debug, Default)]
+pub struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+pub struct LatencyCounts {
+    /// One per bound, then +Inf.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    pub fn observe(&self, us: u64) {
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(bucket) = self.0.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.0.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let counts: Vec<u64> = self
+            .0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let bounds = LATENCY_BOUNDS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts.iter().copied()).collect();
+        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            counts.iter().sum(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -476,5 +538,30 @@ mod tests {
         );
         drop(open);
         assert!(m.render().contains("keyway_client_connections 0"));
+    }
+
+    #[test]
+    fn upstream_latency_is_a_histogram_in_seconds() {
+        let m = Metrics::new();
+        let h = m.upstream_latency.get_or_create(&UpstreamLabels {
+            upstream: Name(Some(Arc::from("app"))),
+        });
+        for us in [50, 100, 500, 30_000_000] {
+            h.observe(us);
+        }
+        drop(h);
+        let text = m.render();
+        let line = |suffix: &str| {
+            text.lines()
+                .find(|l| l.starts_with("keyway_upstream_response_seconds") && l.contains(suffix))
+                .unwrap_or_else(|| panic!("{suffix} in {text}"))
+                .to_owned()
+        };
+        assert!(line("_count{").ends_with(" 4"), "{text}");
+        assert!(line("_sum{").ends_with(" 30.00065"), "{text}");
+        assert!(line("le=\"0.0001\"").ends_with(" 2"), "{text}");
+        assert!(line("le=\"0.0016\"").ends_with(" 3"), "{text}");
+        assert!(line("le=\"+Inf\"").ends_with(" 4"), "{text}");
+        assert!(text.contains("# TYPE keyway_upstream_response_seconds histogram"));
     }
 }
