@@ -8,11 +8,40 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::pipeline::authn::jwt::claims::rfc3339;
-use crate::pipeline::request_id::RequestId;
-use crate::pipeline::trace::{RequestPath, Trace};
+use crate::pipeline::trace::Trace;
 
 /// How many decisions are kept.
 pub const CAPACITY: usize = 1_000;
+
+/// Text kept inside the decision. The request's id and path are slices of the connection's
+/// read buffer: holding them would keep that buffer alive and make the next request allocate
+/// another, so they are copied here (cut at `N` bytes) instead.
+#[derive(Clone)]
+struct Inline<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+    cut: bool,
+}
+
+impl<const N: usize> Inline<N> {
+    fn new(text: &str) -> Self {
+        let mut end = text.len().min(N).min(usize::from(u8::MAX));
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; N];
+        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        Inline {
+            len: end as u8,
+            bytes,
+            cut: end < text.len(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
 
 /// One decision: names and codes only, never a credential (the path has no query).
 #[derive(Clone)]
@@ -20,9 +49,10 @@ pub struct Decision {
     /// When the request started; made a wall-clock time only when shown, so recording reads
     /// no clock.
     started: Instant,
-    request_id: RequestId,
+    request_id: Inline<128>,
     method: http::Method,
-    path: RequestPath,
+    /// The first 160 bytes of the path (the access log has all of it).
+    path: Inline<160>,
     route: Option<Arc<str>>,
     status: u16,
     reason: &'static str,
@@ -33,8 +63,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The decision of a finished request, whose names are taken out of its trace rather
-    /// than copied (the trace is dropped next).
+    /// The decision of a finished request: its route and identity names are taken out of the
+    /// trace (dropped next) rather than copied.
     pub fn take(trace: &mut Trace, elapsed_us: u64) -> Self {
         let (authenticator, consumer, subject) = match trace.identity.take() {
             Some(i) => (Some(i.authenticator), i.consumer, Some(i.subject)),
@@ -42,9 +72,9 @@ impl Decision {
         };
         Decision {
             started: trace.started(),
-            request_id: std::mem::take(&mut trace.request_id),
+            request_id: Inline::new(trace.request_id.as_str()),
             method: std::mem::take(&mut trace.method),
-            path: std::mem::take(&mut trace.path),
+            path: Inline::new(trace.path.as_str()),
             route: trace.route.take(),
             status: trace.status,
             reason: trace.reason_code(),
@@ -62,7 +92,7 @@ pub struct Shown<'a> {
     time: String,
     request_id: &'a str,
     method: &'a str,
-    path: &'a str,
+    path: std::borrow::Cow<'a, str>,
     route: &'a str,
     status: u16,
     reason: &'static str,
@@ -116,7 +146,11 @@ impl Decision {
             time,
             request_id: self.request_id.as_str(),
             method: self.method.as_str(),
-            path: self.path.as_str(),
+            path: if self.path.cut {
+                format!("{}…", self.path.as_str()).into()
+            } else {
+                self.path.as_str().into()
+            },
             route: self.route.as_deref().unwrap_or(""),
             status: self.status,
             reason: self.reason,
@@ -208,6 +242,7 @@ impl Decisions {
 mod tests {
     use super::*;
     use crate::pipeline::request_id;
+    use crate::pipeline::trace::RequestPath;
 
     fn trace(path: &str, route: &str, status: u16) -> Trace {
         let uri: http::Uri = path.parse().unwrap();
@@ -254,5 +289,16 @@ mod tests {
             })
             .is_empty()
         );
+        // A long path is kept cut, and says so.
+        let long = format!("/{}", "é".repeat(100));
+        let mut t = trace(&long, "odd", 200);
+        t.path = RequestPath::of(&long.parse().unwrap());
+        d.record(&mut t, 1);
+        let newest = &d.recent(&Filter {
+            limit: 1,
+            ..Filter::default()
+        })[0];
+        let cut = newest.shown(d.epoch());
+        assert!(cut.path.ends_with('…') && long.starts_with(cut.path.trim_end_matches('…')));
     }
 }

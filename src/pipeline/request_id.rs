@@ -25,13 +25,6 @@ impl RequestId {
     }
 }
 
-/// A placeholder for an id taken out of a finished request's trace (the decision log keeps it).
-impl Default for RequestId {
-    fn default() -> Self {
-        RequestId(HeaderValue::from_static("-"))
-    }
-}
-
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
