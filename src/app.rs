@@ -56,9 +56,8 @@ impl App {
         }
     }
 
-    /// The access log line, the metrics and the decision log: views of the request's trace,
-    /// which ends here (the decision log takes its names out rather than copying them).
-    pub fn record(&self, trace: &mut Trace, rt: &Runtime) {
+    /// The access log line, the metrics and the decision log: views of the request's trace.
+    pub fn record(&self, trace: &Trace, rt: &Runtime) {
         // One clock read for the three views.
         let elapsed_us = trace.elapsed_us();
         self.metrics.observe(trace, elapsed_us);

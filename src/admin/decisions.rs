@@ -63,24 +63,21 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The decision of a finished request: its route and identity names are taken out of the
-    /// trace (dropped next) rather than copied.
-    pub fn take(trace: &mut Trace, elapsed_us: u64) -> Self {
-        let (authenticator, consumer, subject) = match trace.identity.take() {
-            Some(i) => (Some(i.authenticator), i.consumer, Some(i.subject)),
-            None => (None, None, None),
-        };
+    /// The decision of a finished request: reference-counted names are shared, the id and
+    /// path copied (see `Inline`).
+    pub fn of(trace: &Trace, elapsed_us: u64) -> Self {
+        let id = trace.identity.as_ref();
         Decision {
             started: trace.started(),
             request_id: Inline::new(trace.request_id.as_str()),
-            method: std::mem::take(&mut trace.method),
+            method: trace.method.clone(),
             path: Inline::new(trace.path.as_str()),
-            route: trace.route.take(),
+            route: trace.route.clone(),
             status: trace.status,
             reason: trace.reason_code(),
-            authenticator,
-            consumer,
-            subject,
+            authenticator: id.map(|i| i.authenticator.clone()),
+            consumer: id.and_then(|i| i.consumer.clone()),
+            subject: id.map(|i| i.subject.clone()),
             duration_us: elapsed_us,
         }
     }
@@ -206,10 +203,10 @@ pub struct Filter<'a> {
 }
 
 impl Decisions {
-    /// Records a finished request's decision (see `Decision::take`). The std mutex is held for
-    /// one slot write and never across an await.
-    pub fn record(&self, trace: &mut Trace, elapsed_us: u64) {
-        let decision = Decision::take(trace, elapsed_us);
+    /// Records a finished request's decision. The std mutex is held for one slot write and
+    /// never across an await.
+    pub fn record(&self, trace: &Trace, elapsed_us: u64) {
+        let decision = Decision::of(trace, elapsed_us);
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ring = &mut *ring;
         if ring.slots.len() < CAPACITY {
@@ -257,8 +254,8 @@ mod tests {
         let d = Decisions::default();
         for i in 0..CAPACITY + 5 {
             let route = if i % 2 == 0 { "even" } else { "odd" };
-            let mut t = trace(&format!("/r/{i}?token=s3cret"), route, 200);
-            d.record(&mut t, 5);
+            let t = trace(&format!("/r/{i}?token=s3cret"), route, 200);
+            d.record(&t, 5);
         }
         let all = d.recent(&Filter {
             limit: usize::MAX,
@@ -293,7 +290,7 @@ mod tests {
         let long = format!("/{}", "é".repeat(100));
         let mut t = trace(&long, "odd", 200);
         t.path = RequestPath::of(&long.parse().unwrap());
-        d.record(&mut t, 1);
+        d.record(&t, 1);
         let newest = &d.recent(&Filter {
             limit: 1,
             ..Filter::default()

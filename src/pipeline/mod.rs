@@ -146,7 +146,7 @@ pub fn handle(
             trace.request_id.header_value().clone(),
         );
         trace.status = response.status().as_u16();
-        app.record(&mut trace, &rt);
+        app.record(&trace, &rt);
         // Every request is answered: refusals are responses too.
         Ok(response)
     }

@@ -154,7 +154,7 @@ fn refuse(app: &App, reason: Reason) -> Vec<u8> {
     head.extend_from_slice(&body);
     trace.status = status.as_u16();
     trace.refusal = Some(refusal);
-    app.record(&mut trace, &rt);
+    app.record(&trace, &rt);
     head
 }
 
