@@ -24,18 +24,22 @@ struct Inline<const N: usize> {
 }
 
 impl<const N: usize> Inline<N> {
-    fn new(text: &str) -> Self {
+    const EMPTY: Self = Inline {
+        len: 0,
+        bytes: [0; N],
+        cut: false,
+    };
+
+    /// Copies `text` (at most `N` bytes, cut at a character boundary) over what was there:
+    /// only its own bytes are written.
+    fn set(&mut self, text: &str) {
         let mut end = text.len().min(N).min(usize::from(u8::MAX));
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        let mut bytes = [0u8; N];
-        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
-        Inline {
-            len: end as u8,
-            bytes,
-            cut: end < text.len(),
-        }
+        self.bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        self.len = end as u8;
+        self.cut = end < text.len();
     }
 
     fn as_str(&self) -> &str {
@@ -63,23 +67,37 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The decision of a finished request: reference-counted names are shared, the id and
-    /// path copied (see `Inline`).
-    pub fn of(trace: &Trace, elapsed_us: u64) -> Self {
-        let id = trace.identity.as_ref();
+    fn empty() -> Self {
         Decision {
-            started: trace.started(),
-            request_id: Inline::new(trace.request_id.as_str()),
-            method: trace.method.clone(),
-            path: Inline::new(trace.path.as_str()),
-            route: trace.route.clone(),
-            status: trace.status,
-            reason: trace.reason_code(),
-            authenticator: id.map(|i| i.authenticator.clone()),
-            consumer: id.and_then(|i| i.consumer.clone()),
-            subject: id.map(|i| i.subject.clone()),
-            duration_us: elapsed_us,
+            started: Instant::now(),
+            request_id: Inline::EMPTY,
+            method: http::Method::GET,
+            path: Inline::EMPTY,
+            route: None,
+            status: 0,
+            reason: "",
+            authenticator: None,
+            consumer: None,
+            subject: None,
+            duration_us: 0,
         }
+    }
+
+    /// Writes a finished request's decision over this one, in place: reference-counted names
+    /// are shared, the id and path copied (see `Inline`); what it replaces is dropped here.
+    fn fill(&mut self, trace: &Trace, elapsed_us: u64) {
+        let id = trace.identity.as_ref();
+        self.started = trace.started();
+        self.request_id.set(trace.request_id.as_str());
+        self.method.clone_from(&trace.method);
+        self.path.set(trace.path.as_str());
+        self.route.clone_from(&trace.route);
+        self.status = trace.status;
+        self.reason = trace.reason_code();
+        self.authenticator = id.map(|i| i.authenticator.clone());
+        self.consumer = id.and_then(|i| i.consumer.clone());
+        self.subject = id.map(|i| i.subject.clone());
+        self.duration_us = elapsed_us;
     }
 }
 
@@ -203,17 +221,18 @@ pub struct Filter<'a> {
 }
 
 impl Decisions {
-    /// Records a finished request's decision. The std mutex is held for one slot write and
+    /// Records a finished request's decision. The std mutex is held while one slot is written,
     /// never across an await.
     pub fn record(&self, trace: &Trace, elapsed_us: u64) {
-        let decision = Decision::of(trace, elapsed_us);
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let ring = &mut *ring;
         if ring.slots.len() < CAPACITY {
-            ring.slots.push(decision);
-        } else if let Some(slot) = ring.slots.get_mut(ring.next) {
-            // The oldest decision is dropped in place: reference counts only.
-            *slot = decision;
+            ring.slots.push(Decision::empty());
+        }
+        // Once full, the oldest decision is overwritten in place: no copy of a whole decision,
+        // and what it held is released by reference count.
+        if let Some(slot) = ring.slots.get_mut(ring.next) {
+            slot.fill(trace, elapsed_us);
         }
         ring.next = (ring.next + 1) % CAPACITY;
     }
