@@ -8,11 +8,14 @@ use crate::config::runtime::Runtime;
 use crate::config::{self, ConfigError, Source, Warning};
 use crate::metrics::Metrics;
 use crate::pipeline::trace::Trace;
+use crate::websocket::tunnels::Tunnels;
 
 pub struct App {
     runtime: ArcSwap<Runtime>,
     pub source: Source,
     pub metrics: Metrics,
+    /// Open WebSocket connections (shutdown closes and waits for them).
+    pub tunnels: Arc<Tunnels>,
 }
 
 impl App {
@@ -21,6 +24,7 @@ impl App {
             runtime: ArcSwap::from_pointee(runtime),
             source,
             metrics: Metrics::new(),
+            tunnels: Arc::default(),
         })
     }
 
@@ -37,7 +41,11 @@ impl App {
                 loaded.runtime.authenticators.iter().for_each(|a| a.start());
                 self.runtime.store(Arc::new(loaded.runtime));
                 self.metrics.reloaded(true);
-                tracing::info!(source = %self.source.describe(), "config reloaded");
+                tracing::info!(
+                    source = %self.source.describe(),
+                    websockets_kept = self.tunnels.count(),
+                    "config reloaded; open WebSocket connections go on with the credentials they were opened with"
+                );
                 Ok(loaded.warnings)
             }
             Err(errors) => {

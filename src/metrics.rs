@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -55,6 +56,16 @@ pub struct Metrics {
     /// family once, so counting a removal does not hash its labels under the family's lock.
     removals: [Counter; RemovalCause::ALL.len()],
     reloads: Family<ReloadLabels, Counter>,
+    mux_open: Gauge,
+    mux_streams: Family<StreamLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    /// `opened`, `closed` or `refused`.
+    event: &'static str,
+    /// The refusal's reason (empty otherwise).
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -92,6 +103,18 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        let mux_open = Gauge::default();
+        registry.register(
+            "mux_streams_open",
+            "Multiplexer streams open now",
+            mux_open.clone(),
+        );
+        let mux_streams = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "mux_streams",
+            "Multiplexer streams opened, closed and refused (by reason)",
+            mux_streams.clone(),
+        );
         let removals = RemovalCause::ALL.map(|cause| {
             removals
                 .get_or_create(&RemovalLabels {
@@ -107,7 +130,33 @@ impl Metrics {
             duration,
             removals,
             reloads,
+            mux_open,
+            mux_streams,
         }
+    }
+
+    /// A multiplexer stream opened (`refused: None`) or refused.
+    pub fn mux_stream(&self, opened: bool, refused: Option<crate::reason::Reason>) {
+        let (event, reason) = match (opened, refused) {
+            (true, _) => {
+                self.mux_open.inc();
+                ("opened", "")
+            }
+            (false, r) => ("refused", r.map_or("", |r| r.code())),
+        };
+        self.mux_streams
+            .get_or_create(&StreamLabels { event, reason })
+            .inc();
+    }
+
+    pub fn mux_stream_closed(&self) {
+        self.mux_open.dec();
+        self.mux_streams
+            .get_or_create(&StreamLabels {
+                event: "closed",
+                reason: "",
+            })
+            .inc();
     }
 
     pub fn observe(&self, trace: &Trace) {

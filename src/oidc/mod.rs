@@ -255,6 +255,7 @@ impl OidcAuth {
             authenticator_header: self.name_header.clone(),
             claims: Some(Arc::new(session.claims.clone())),
             headers,
+            valid_until: Some(session.expires_at),
         }
     }
 }

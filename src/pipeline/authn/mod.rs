@@ -34,6 +34,9 @@ pub struct Identity {
     pub claims: Option<Arc<Map<String, Value>>>,
     /// Headers from `claims_to_headers`; they overwrite client-sent headers of the same name.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// When the credential stops being valid (seconds since the epoch): a token's `exp` plus
+    /// the leeway, a session's end. A WebSocket opened with it is closed then.
+    pub valid_until: Option<u64>,
 }
 
 /// An authenticator's name as the X-Keyway-Authenticator value (`None` if it cannot be one).
