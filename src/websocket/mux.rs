@@ -398,8 +398,20 @@ impl Connection {
             }
             ("data", Some(id)) => match (streams.get(id), control.data) {
                 (Some(stream), Some(data)) => {
-                    // Waits when the stream's upstream does not keep up.
-                    let _ = stream.to_upstream.send(Message::text(data)).await;
+                    // Waits when the stream's upstream does not keep up. A stream that has just
+                    // ended (its `closed` is on the way) is as unknown as any other.
+                    if stream.to_upstream.send(Message::text(data)).await.is_err() {
+                        streams.remove(id);
+                        let _ = out
+                            .send(error(
+                                Some(id),
+                                404,
+                                Reason::MuxUnknownStream,
+                                "No stream with this id is open on this connection.",
+                                None,
+                            ))
+                            .await;
+                    }
                 }
                 (Some(_), None) => {
                     let _ = out
@@ -611,24 +623,24 @@ async fn binary(data: Bytes, streams: &HashMap<String, Stream>, out: &mpsc::Send
             .await;
         return;
     };
-    match streams.get(id) {
-        Some(stream) => {
-            let _ = stream
-                .to_upstream
-                .send(Message::Binary(data.slice(1 + n..)))
-                .await;
-        }
-        None => {
-            let _ = out
-                .send(error(
-                    Some(id),
-                    404,
-                    Reason::MuxUnknownStream,
-                    "No stream with this id is open on this connection.",
-                    None,
-                ))
-                .await;
-        }
+    let sent = match streams.get(id) {
+        Some(stream) => stream
+            .to_upstream
+            .send(Message::Binary(data.slice(1 + n..)))
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if !sent {
+        let _ = out
+            .send(error(
+                Some(id),
+                404,
+                Reason::MuxUnknownStream,
+                "No stream with this id is open on this connection.",
+                None,
+            ))
+            .await;
     }
 }
 
