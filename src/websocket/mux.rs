@@ -773,6 +773,9 @@ async fn open_stream(
         }
     };
     opener.app.metrics.mux_stream_closed();
+    // Refuse anything more for this stream before the client can learn it is closed: data
+    // sent after `closed` is then `mux.unknown_stream`, never silently dropped.
+    drop(from_client);
     let _ = out
         .send(Out::Json(
             json!({"type": "closed", "id": id, "code": code, "reason": reason}),
