@@ -41,10 +41,11 @@ impl App {
                 loaded.runtime.authenticators.iter().for_each(|a| a.start());
                 self.runtime.store(Arc::new(loaded.runtime));
                 self.metrics.reloaded(true);
+                // Open WebSocket connections go on with the credentials they were opened with.
                 tracing::info!(
                     source = %self.source.describe(),
                     websockets_kept = self.tunnels.count(),
-                    "config reloaded; open WebSocket connections go on with the credentials they were opened with"
+                    "config reloaded"
                 );
                 Ok(loaded.warnings)
             }

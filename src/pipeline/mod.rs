@@ -201,6 +201,12 @@ pub fn handle(
             };
             let forwarded = match prepare(decision, &rt, &mut parts, peer, &mut trace) {
                 Prepared::Answered(response) => Ok((response, None)),
+                // An incomplete handshake (no key) gets the echo's description, as HTTP.
+                Prepared::EchoWebSocket(greeting) => Ok((
+                    websocket::echo::accept(&app.tunnels, &mut parts, greeting)
+                        .unwrap_or_else(echo::json),
+                    None,
+                )),
                 Prepared::Mux => Err(Answer::from(refusal::Refusal::new(
                     crate::reason::Reason::MuxBadHandshake,
                     "A multiplexer route answers WebSocket handshakes only.",
@@ -259,6 +265,8 @@ pub enum Prepared {
     Forward { route: Arc<Route>, pool: Arc<Pool> },
     /// A multiplexer route: its connection is accepted, not forwarded.
     Mux,
+    /// A WebSocket handshake to the builtin echo: accepted, greeted with `0`'s description.
+    EchoWebSocket(String),
 }
 
 /// Credential injection and the upstream request's head.
@@ -305,6 +313,12 @@ pub fn prepare(
         (None, Target::Echo | Target::Mux) => {}
     }
     match &upstream.target {
+        // The headers stage kept `Upgrade` only for a WebSocket handshake.
+        Target::Echo if parts.headers.contains_key(http::header::UPGRADE) => {
+            trace.step(Stage::Upstream, "builtin echo accepted the WebSocket");
+            let greeting = echo::describe(parts, upstream, identity.as_ref());
+            Prepared::EchoWebSocket(greeting.to_string())
+        }
         Target::Echo => {
             trace.step(Stage::Upstream, "builtin echo answered");
             Prepared::Answered(echo::respond(parts, upstream, identity.as_ref()))

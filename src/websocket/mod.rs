@@ -7,6 +7,7 @@
 //! byte tunnel and the frame-aware relay, tracked for shutdown), `mux` (keyway.mux.v1).
 
 pub mod close;
+pub mod echo;
 pub mod handshake;
 pub mod mux;
 pub mod relay;

@@ -789,7 +789,7 @@ async fn connect(
     opener: &Opener,
     parts: &mut Parts,
     trace: &mut Trace,
-) -> Result<WebSocketStream<tokio::net::TcpStream>, Refusal> {
+) -> Result<WebSocketStream<Box<dyn Io>>, Refusal> {
     let decision = pipeline::decide(&opener.rt, parts, true, opener.conn, Mode::Proxy, trace)
         .await
         .map_err(|answer| {
@@ -808,24 +808,18 @@ async fn connect(
         trusted: opener.conn.trusted,
     };
     let route = decision.route.clone();
-    let authority = match &route.upstream.target {
-        Target::Http { authority, .. } => authority.clone(),
-        _ => {
-            return Err(Refusal::new(
-                Reason::UpstreamProtocol,
-                format!(
-                    "Upstream {} does not accept WebSocket streams.",
-                    route.upstream.name
-                ),
-            ));
-        }
+    // A stream is a WebSocket to its upstream: the builtin echo answers it as one.
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let authority = match pipeline::prepare(decision, &opener.rt, parts, peer, trace) {
+        Prepared::EchoWebSocket(greeting) => return Ok(echo_stream(greeting).await),
+        Prepared::Forward { .. } => match &route.upstream.target {
+            Target::Http { authority, .. } => authority.clone(),
+            _ => return Err(not_websocket(&route.upstream.name)),
+        },
+        Prepared::Answered(_) | Prepared::Mux => return Err(not_websocket(&route.upstream.name)),
     };
-    if let Prepared::Answered(_) = pipeline::prepare(decision, &opener.rt, parts, peer, trace) {
-        return Err(Refusal::new(
-            Reason::UpstreamProtocol,
-            "The route's upstream answered itself.",
-        ));
-    }
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("ws://{authority}{path}");
     let mut request = Request::get(url.as_str())
@@ -875,7 +869,8 @@ async fn connect(
         let config = WebSocketConfig::default()
             .max_message_size(Some(opener.max_frame_bytes))
             .max_frame_size(Some(opener.max_frame_bytes));
-        tokio_tungstenite::client_async_with_config(request, tcp, Some(config))
+        let io: Box<dyn Io> = Box::new(tcp);
+        tokio_tungstenite::client_async_with_config(request, io, Some(config))
             .await
             .map(|(ws, _)| ws)
             .map_err(|e| match e {
@@ -907,4 +902,26 @@ async fn connect(
         })??;
     trace.step(Stage::Upstream, "stream opened at the upstream");
     Ok(ws)
+}
+
+/// The byte stream a stream's upstream WebSocket runs over: TCP, or a pipe to the builtin echo.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+fn not_websocket(upstream: &str) -> Refusal {
+    Refusal::new(
+        Reason::UpstreamProtocol,
+        format!("Upstream {upstream} does not accept WebSocket streams."),
+    )
+}
+
+/// The builtin echo's end of an in-process pipe, already past its handshake.
+async fn echo_stream(greeting: String) -> WebSocketStream<Box<dyn Io>> {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, None).await;
+        super::echo::run(ws, greeting).await;
+    });
+    let io: Box<dyn Io> = Box::new(ours);
+    WebSocketStream::from_raw_socket(io, Role::Client, None).await
 }

@@ -47,6 +47,7 @@ upstreams:
   admin: {{url: "{admin}"}}
   fragile: {{url: "{fragile}"}}
   flood: {{url: "{flood}"}}
+  echo: {{builtin: echo}}
 consumers:
   - {{name: dashboard, groups: [ops], api_keys: ["{hash}"], jwt: {{key: dash, secret: "{SECRET}"}}}}
 authenticators:
@@ -60,6 +61,7 @@ routes:
   - {{name: admin, match: {{path_prefix: /ws/admin}}, upstream: admin, auth: [keys, jwt], allow: {{groups: [admin]}}}}
   - {{name: fragile, match: {{path_prefix: /ws/fragile}}, upstream: fragile, auth: [keys, jwt]}}
   - {{name: flood, match: {{path_prefix: /ws/flood}}, upstream: flood, auth: [keys, jwt]}}
+  - {{name: echo, match: {{path_prefix: /ws/echo}}, upstream: echo, auth: [keys, jwt]}}
 "#,
         pods = u.pods.url(),
         tokens = u.tokens.url(),
@@ -229,6 +231,30 @@ async fn f3_three_streams_each_carry_their_routes_credential_and_fail_alone() {
         ) >= 2.0,
         "{metrics}"
     );
+    gw.stop().await;
+}
+
+/// The builtin echo answers a stream like a WebSocket upstream (what `keyway demo` uses):
+/// first what it received, then every message back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_to_the_builtin_echo_is_greeted_then_echoed() {
+    let u = upstreams().await;
+    let gw = start(&config(&u)).await;
+    let mut mux = Mux::connect(&gw, "/mux", ("x-api-key", KEY)).await;
+    assert_eq!(
+        mux.open("e", "/ws/echo/room?x=1").await,
+        json!({"type": "opened", "id": "e"})
+    );
+    let greeting = mux.next_for("e").await;
+    let described: Value = serde_json::from_str(greeting["data"].as_str().unwrap()).unwrap();
+    assert_eq!(described["path"], "/ws/echo/room");
+    assert_eq!(described["query"], "x=1");
+    assert_eq!(described["identity"]["consumer"], "dashboard");
+    assert!(
+        described["headers"].get("x-api-key").is_none(),
+        "{described}"
+    );
+    mux.echo("e", "hello").await;
     gw.stop().await;
 }
 
