@@ -8,6 +8,15 @@
 //! mux_client stall ws://127.0.0.1:8080/mux -H 'x-api-key: KEY' --path /ws/echo --streams 1000 --hold 10s
 //! ```
 //!
+//! `frames` sends the control frames it reads from stdin, one JSON object a line, for trying
+//! any sequence by hand (`sleep 200ms` lines pace it; `binary ID SIZE COUNT` sends a burst of
+//! binary frames):
+//!
+//! ```text
+//! printf '%s\n' '{"type":"open","id":"s1","path":"/ws/echo"}' 'sleep 200ms' \
+//!     '{"type":"data","id":"s1","data":"hi"}' | mux_client ws://127.0.0.1:8080/mux -H 'x-api-key: KEY' frames
+//! ```
+//!
 //! `open` prints every frame it receives as a JSON line (binary frames as
 //! `{"type":"binary","id","bytes","data"}`), and exits 1 if keyway answered any `error`.
 //! `load` runs a closed loop, one message in flight per stream (`--window` for more), and
@@ -76,6 +85,10 @@ enum Command {
     Load(LoadArgs),
     /// Open streams, ask each upstream to flood, then hold the connection without reading it.
     Stall(StallArgs),
+    /// Send the control frames read from stdin, one JSON object a line (`sleep 500ms` pauses,
+    /// `binary ID SIZE COUNT` sends binary frames, `#` comments), and print every frame
+    /// received.
+    Frames(FramesArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +154,13 @@ struct StallArgs {
     hold: Duration,
 }
 
+#[derive(Args)]
+struct FramesArgs {
+    /// How long to keep printing, once stdin has ended, with nothing received.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    wait: Duration,
+}
+
 fn parse_header(s: &str) -> Result<Header, String> {
     let (name, value) = s
         .split_once(':')
@@ -198,6 +218,7 @@ fn main() {
 async fn run(cli: Cli) -> Result<bool, BoxError> {
     let (sub_url, command) = match cli.command {
         Command::Open(args) => (None, Command::Open(args)),
+        Command::Frames(args) => (None, Command::Frames(args)),
         Command::Load(mut args) => (args.url.take(), Command::Load(args)),
         Command::Stall(mut args) => (args.url.take(), Command::Stall(args)),
     };
@@ -211,6 +232,7 @@ async fn run(cli: Cli) -> Result<bool, BoxError> {
         Command::Load(args) if args.direct => load_direct(&url, &cli.headers, args).await,
         Command::Load(args) => load_mux(&url, &cli.headers, args).await,
         Command::Stall(args) => stall(&url, &cli.headers, args).await,
+        Command::Frames(args) => frames(&url, &cli.headers, args).await,
     }
 }
 
@@ -270,6 +292,21 @@ fn spawn_writer(
         Ok(())
     });
     (tx, task)
+}
+
+/// A frame from keyway as a JSON line: control frames as they are, binary ones as
+/// `{"type":"binary","id","bytes","data"}`; `None` for pings, pongs and the close.
+fn frame_line(frame: &Message) -> Result<Option<String>, BoxError> {
+    Ok(match frame {
+        Message::Text(text) => Some(text.to_string()),
+        Message::Binary(data) => {
+            let (id, payload) = split_binary(data).ok_or("a binary frame without a stream id")?;
+            let line = json!({"type": "binary", "id": id, "bytes": payload.len(),
+                "data": String::from_utf8_lossy(payload)});
+            Some(line.to_string())
+        }
+        _ => None,
+    })
 }
 
 /// A control frame from keyway (every type's fields, each optional).
@@ -360,19 +397,17 @@ async fn open(url: &str, headers: &[Header], args: OpenArgs) -> Result<bool, Box
                 continue;
             }
         };
+        if let Some(line) = frame_line(&frame)? {
+            writeln!(stdout, "{line}")?;
+        }
         let (id, kind) = match &frame {
             Message::Text(text) => {
-                writeln!(stdout, "{text}")?;
                 let control: Control = serde_json::from_str(text.as_str())?;
                 (control.id, control.kind)
             }
             Message::Binary(data) => {
-                let (id, payload) =
-                    split_binary(data).ok_or("a binary frame without a stream id")?;
-                let line = json!({"type": "binary", "id": id, "bytes": payload.len(),
-                    "data": String::from_utf8_lossy(payload)});
-                writeln!(stdout, "{line}")?;
-                (Some(id.to_owned()), "data".to_owned())
+                let id = split_binary(data).map(|(id, _)| id.to_owned());
+                (id, "data".to_owned())
             }
             Message::Close(frame) => {
                 eprintln!("mux_client: keyway closed the connection: {frame:?}");
@@ -417,6 +452,98 @@ async fn open(url: &str, headers: &[Header], args: OpenArgs) -> Result<bool, Box
         }
     }
     Ok(ok)
+}
+
+// ---------------------------------------------------------------------------------- frames --
+
+async fn frames(url: &str, headers: &[Header], args: FramesArgs) -> Result<bool, BoxError> {
+    let ws = connect(url, headers, true).await?;
+    let (sink, mut source) = ws.split();
+    let (tx, writer) = spawn_writer(sink);
+    // tokio's stdin needs a feature the crate does not enable: a thread reads it instead.
+    let (line_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The input has a task of its own, so that a `sleep` line does not stop the reading.
+    let input_tx = tx.clone();
+    let mut input = tokio::spawn(async move {
+        while let Some(line) = lines.recv().await {
+            let line = line.trim();
+            if let Some(pause) = line.strip_prefix("sleep ") {
+                tokio::time::sleep(parse_duration(pause.trim())?).await;
+            } else if let Some(burst) = line.strip_prefix("binary ") {
+                for frame in binary_burst(burst)? {
+                    input_tx.send(frame)?;
+                }
+            } else if !line.is_empty() && !line.starts_with('#') {
+                input_tx.send(Message::text(line.to_owned()))?;
+            }
+        }
+        Ok::<(), BoxError>(())
+    });
+    let mut input_done = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        let frame = if input_done {
+            match tokio::time::timeout(args.wait, source.next()).await {
+                Ok(frame) => frame,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                ended = &mut input => {
+                    ended??;
+                    input_done = true;
+                    continue;
+                }
+                frame = source.next() => frame,
+            }
+        };
+        match frame {
+            Some(Ok(Message::Close(close))) => {
+                eprintln!("mux_client: keyway closed the connection: {close:?}");
+                return Ok(false);
+            }
+            Some(Ok(frame)) => {
+                if let Some(line) = frame_line(&frame)? {
+                    writeln!(stdout, "{line}")?;
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                eprintln!("mux_client: keyway ended the connection");
+                return Ok(false);
+            }
+        }
+    }
+    tx.send(Message::Close(None))?;
+    drop(tx);
+    // keyway may not be reading any more (that may be what is being tried): do not wait long.
+    if tokio::time::timeout(args.wait, writer).await.is_err() {
+        eprintln!(
+            "mux_client: keyway did not take our close within {:?}",
+            args.wait
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `ID SIZE [COUNT]`: COUNT (default 1) binary frames of SIZE bytes for stream ID, all at once.
+fn binary_burst(spec: &str) -> Result<Vec<Message>, BoxError> {
+    let mut words = spec.split_whitespace();
+    let (Some(id), Some(size)) = (words.next(), words.next()) else {
+        return Err(format!("{spec:?}: a binary line is `binary ID SIZE [COUNT]`").into());
+    };
+    let count: usize = words.next().map_or(Ok(1), str::parse)?;
+    let frame = binary_frame(id, &vec![b'x'; size.parse()?])?;
+    Ok(vec![Message::Binary(frame); count])
 }
 
 // ------------------------------------------------------------------------------------ load --
