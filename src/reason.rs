@@ -85,6 +85,7 @@ reasons! {
     MuxDuplicateId => ("mux.duplicate_id", StatusCode::CONFLICT, "An `open` frame for a stream id already open on this connection."),
     MuxTooManyStreams => ("mux.too_many_streams", StatusCode::TOO_MANY_REQUESTS, "An `open` beyond the connection's `mux.max_streams`."),
     MuxFrameTooLarge => ("mux.frame_too_large", StatusCode::PAYLOAD_TOO_LARGE, "A multiplexer frame beyond `mux.max_frame_bytes` (the connection stays; beyond twice the limit it is closed with 1009)."),
+    MuxStreamOverflow => ("mux.stream_overflow", StatusCode::SERVICE_UNAVAILABLE, "A stream whose upstream stopped reading while the client kept sending: twice `mux.max_frame_bytes` waited for it for 5 s. The stream is closed; the connection and its other streams go on."),
     UpstreamHandshakeRefused => ("upstream.handshake_refused", StatusCode::BAD_GATEWAY, "The upstream refused a WebSocket handshake keyway made for a multiplexer stream (e.g. 401: a missing credential)."),
     JwtEmbeddedKey => ("jwt.embedded_key", StatusCode::UNAUTHORIZED, "The token header carries its own key or key location (`jwk`, `jku`, `x5u`, `x5c`); keyway never trusts them and refuses such tokens."),
 }

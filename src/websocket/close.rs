@@ -75,8 +75,12 @@ pub fn render(refusal: &Refusal, handshake: Handshake) -> Response<Body> {
         let Ok(upgraded) = handshake.upgrade.await else {
             return;
         };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(super::pump::config()),
+        )
+        .await;
         let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
             code: code.into(),
             reason: reason.into(),

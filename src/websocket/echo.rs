@@ -45,7 +45,8 @@ pub fn accept(
         if let Ok(upgraded) = handshake.upgrade.await {
             let io = TokioIo::new(upgraded);
             run(
-                WebSocketStream::from_raw_socket(io, Role::Server, None).await,
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(super::pump::config()))
+                    .await,
                 greeting,
             )
             .await;

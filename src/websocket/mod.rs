@@ -4,12 +4,14 @@
 //! close frame a browser can read, and a connection outlives no credential.
 //!
 //! `handshake` (subprotocol token, `Origin`), `close` (refusals as close frames), `relay` (the
-//! byte tunnel and the frame-aware relay, tracked for shutdown), `mux` (keyway.mux.v1).
+//! byte tunnel and the frame-aware relay, tracked for shutdown), `pump` (one direction of a
+//! relay), `mux` (keyway.mux.v1), `echo` (the builtin echo's WebSocket side).
 
 pub mod close;
 pub mod echo;
 pub mod handshake;
 pub mod mux;
+pub mod pump;
 pub mod relay;
 pub mod tunnels;
 

@@ -17,8 +17,9 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+use super::pump::{self, Stopped};
 use super::tunnels::Tunnels;
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::request_id::RequestId;
@@ -153,15 +154,21 @@ async fn bytes(
     }
 }
 
-pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-}
-
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     }))
+}
+
+/// What ended a frame-aware relay.
+enum Outcome {
+    /// The client → upstream direction stopped.
+    FromClient(Stopped),
+    /// The upstream → client direction stopped.
+    FromUpstream(Stopped),
+    Credential(Reason),
+    Stopping,
 }
 
 async fn frames(
@@ -170,89 +177,77 @@ async fn frames(
     watch: Watch,
     stopping: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Ended {
-    let mut client =
-        WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(ws_config()))
+    let client =
+        WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(pump::config()))
             .await;
-    let mut upstream =
-        WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(ws_config()))
-            .await;
+    let upstream = WebSocketStream::from_raw_socket(
+        TokioIo::new(upstream),
+        Role::Client,
+        Some(pump::config()),
+    )
+    .await;
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
     let expiry = async {
         match watch.expires {
-            Some((at, _)) => tokio::time::sleep(until(at)).await,
+            Some((at, reason)) => {
+                tokio::time::sleep(until(at)).await;
+                reason
+            }
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(expiry);
-    let mut recheck = tokio::time::interval(SESSION_RECHECK);
-    recheck.tick().await;
-    loop {
-        tokio::select! {
-            message = client.next() => match message {
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = upstream.send(Message::Close(frame)).await;
-                    return ended("client closed", 0);
-                }
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if upstream.send(m).await.is_err() {
-                        let _ = client.send(close(1011, "upstream gone")).await;
-                        return ended("upstream lost", 1011);
-                    }
-                }
-                // Pings are answered by each side's own WebSocket code.
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    let _ = upstream.close(None).await;
-                    return ended("client lost", 0);
-                }
-            },
-            message = upstream.next() => match message {
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = client.send(Message::Close(frame)).await;
-                    return ended("upstream closed", 0);
-                }
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if client.send(m).await.is_err() {
-                        let _ = upstream.close(None).await;
-                        return ended("client lost", 0);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    let _ = client.send(close(1011, "upstream gone")).await;
-                    return ended("upstream lost", 1011);
-                }
-            },
-            () = &mut expiry => {
-                let reason = watch.expires.map_or(Reason::JwtExpired, |(_, r)| r);
-                return end_credential(&mut client, &mut upstream, reason).await;
-            }
-            _ = recheck.tick(), if watch.session.is_some() => {
-                if let Some(reason) = session_ended(watch.session.as_ref()).await {
-                    return end_credential(&mut client, &mut upstream, reason).await;
-                }
-            }
-            () = super::tunnels::stopped(stopping) => {
-                let _ = client.send(close(1001, "keyway shutting down")).await;
-                let _ = upstream.send(close(1001, "")).await;
-                return ended("keyway shutting down", 1001);
+    let session = async {
+        if watch.session.is_none() {
+            return std::future::pending().await;
+        }
+        let mut recheck = tokio::time::interval(SESSION_RECHECK);
+        recheck.tick().await;
+        loop {
+            recheck.tick().await;
+            if let Some(reason) = session_ended(watch.session.as_ref()).await {
+                return reason;
             }
         }
+    };
+    // Both directions run at once; whichever ends first decides, and the other is dropped
+    // (what it had half-sent is flushed by the close that follows).
+    let outcome = tokio::select! {
+        stopped = pump::pump(&mut client_rx, &mut upstream_tx) => Outcome::FromClient(stopped),
+        stopped = pump::pump(&mut upstream_rx, &mut client_tx) => Outcome::FromUpstream(stopped),
+        reason = expiry => Outcome::Credential(reason),
+        reason = session => Outcome::Credential(reason),
+        () = super::tunnels::stopped(stopping) => Outcome::Stopping,
+    };
+    match outcome {
+        Outcome::FromClient(Stopped::Closed(frame)) => {
+            pump::last_write(upstream_tx.send(Message::Close(frame))).await;
+            ended("client closed", 0)
+        }
+        Outcome::FromClient(Stopped::SourceLost) | Outcome::FromUpstream(Stopped::SinkLost) => {
+            pump::last_write(upstream_tx.close()).await;
+            ended("client lost", 0)
+        }
+        Outcome::FromUpstream(Stopped::Closed(frame)) => {
+            pump::last_write(client_tx.send(Message::Close(frame))).await;
+            ended("upstream closed", 0)
+        }
+        Outcome::FromUpstream(Stopped::SourceLost) | Outcome::FromClient(Stopped::SinkLost) => {
+            pump::last_write(client_tx.send(close(1011, "upstream gone"))).await;
+            ended("upstream lost", 1011)
+        }
+        // The credential ended: 4401 and the reason code to the client, a normal close upstream.
+        Outcome::Credential(reason) => {
+            pump::last_write(client_tx.send(close(4401, reason.code()))).await;
+            pump::last_write(upstream_tx.send(close(1000, ""))).await;
+            ended(reason.code(), 4401)
+        }
+        Outcome::Stopping => {
+            pump::last_write(client_tx.send(close(1001, "keyway shutting down"))).await;
+            pump::last_write(upstream_tx.send(close(1001, ""))).await;
+            ended("keyway shutting down", 1001)
+        }
     }
-}
-
-/// The credential ended: 4401 and the reason code to the client, a normal close upstream.
-async fn end_credential<C, U>(
-    client: &mut WebSocketStream<C>,
-    upstream: &mut WebSocketStream<U>,
-    reason: Reason,
-) -> Ended
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let _ = client.send(close(4401, reason.code())).await;
-    let _ = upstream.send(close(1000, "")).await;
-    ended(reason.code(), 4401)
 }
 
 /// Whether the session the connection was opened with has ended since.

@@ -388,3 +388,48 @@ routes:
     assert_eq!((code, reason.as_str()), (4401, "session.revoked"));
     gw.stop().await;
 }
+
+/// The frame-aware relay moves each direction on its own: 40 MiB sent to an echoing upstream
+/// while the echoes are read back never deadlocks (an echo stops reading while its writes
+/// wait; a relay that waited on one side while not reading the other froze here at ~4 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frame_aware_relay_never_deadlocks_with_an_echoing_upstream() {
+    let pods = ws_upstream(Some(CLUSTER), Behaviour::Echo).await;
+    let tokens = ws_upstream(None, Behaviour::Echo).await;
+    let gw = start(&gateway_config(&pods, &tokens, "")).await;
+    // A JWT with an expiry makes the relay frame-aware.
+    let t = token(3600);
+    let (ws, _) = connect(
+        &format!("ws://{}/ws/pods/exec", gw.addr),
+        &[("authorization", &format!("Bearer {t}"))],
+    )
+    .await
+    .expect("handshake");
+    let (mut tx, mut rx) = ws.split();
+    const COUNT: usize = 640;
+    let payload = vec![b'x'; 64 * 1024];
+    let writer = tokio::spawn(async move {
+        for _ in 0..COUNT {
+            tx.send(Message::binary(payload.clone())).await.unwrap();
+        }
+        tx
+    });
+    let mut echoed = 0usize;
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        while echoed < COUNT {
+            match rx.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    assert_eq!(b.len(), 64 * 1024);
+                    echoed += 1;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the relay ended after {echoed} echoes: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "only {echoed} of {COUNT} echoes within 30 s");
+    let mut tx = writer.await.unwrap();
+    tx.send(Message::Close(None)).await.ok();
+    gw.stop().await;
+}

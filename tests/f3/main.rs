@@ -35,6 +35,9 @@ pub enum Behaviour {
     Flood,
     /// Echoes the first message, then drops the connection without a close frame.
     DieAfterFirst,
+    /// Reads the first message, then never reads again (a stuck process), holding the
+    /// connection for a minute.
+    Deaf,
 }
 
 /// A real WebSocket server upstream. It refuses (401) a handshake whose `Authorization` is not
@@ -112,6 +115,10 @@ pub async fn ws_upstream(require: Option<&'static str>, behaviour: Behaviour) ->
                 };
                 count.fetch_add(1, Ordering::SeqCst);
                 match behaviour {
+                    Behaviour::Deaf => {
+                        let _ = ws.next().await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
                     Behaviour::Flood => {
                         // Starts on the first message, then sends until the socket stops
                         // taking more.

@@ -25,6 +25,7 @@ struct Upstreams {
     admin: WsUpstream,
     fragile: WsUpstream,
     flood: WsUpstream,
+    deaf: WsUpstream,
 }
 
 async fn upstreams() -> Upstreams {
@@ -34,6 +35,7 @@ async fn upstreams() -> Upstreams {
         admin: ws_upstream(None, Behaviour::Echo).await,
         fragile: ws_upstream(None, Behaviour::DieAfterFirst).await,
         flood: ws_upstream(None, Behaviour::Flood).await,
+        deaf: ws_upstream(None, Behaviour::Deaf).await,
     }
 }
 
@@ -48,6 +50,7 @@ upstreams:
   fragile: {{url: "{fragile}"}}
   flood: {{url: "{flood}"}}
   echo: {{builtin: echo}}
+  deaf: {{url: "{deaf}"}}
 consumers:
   - {{name: dashboard, groups: [ops], api_keys: ["{hash}"], jwt: {{key: dash, secret: "{SECRET}"}}}}
 authenticators:
@@ -62,7 +65,9 @@ routes:
   - {{name: fragile, match: {{path_prefix: /ws/fragile}}, upstream: fragile, auth: [keys, jwt]}}
   - {{name: flood, match: {{path_prefix: /ws/flood}}, upstream: flood, auth: [keys, jwt]}}
   - {{name: echo, match: {{path_prefix: /ws/echo}}, upstream: echo, auth: [keys, jwt]}}
+  - {{name: deaf, match: {{path_prefix: /ws/deaf}}, upstream: deaf, auth: [keys, jwt]}}
 "#,
+        deaf = u.deaf.url(),
         pods = u.pods.url(),
         tokens = u.tokens.url(),
         admin = u.admin.url(),
@@ -476,5 +481,119 @@ async fn a_slow_client_reader_pauses_its_upstream() {
         "{sent} messages of 64 KiB were taken from the upstream"
     );
     drop(mux);
+    gw.stop().await;
+}
+
+/// An upstream that stops reading while its client keeps sending: the connection waits at most
+/// 5 s for it, then closes that stream alone (`mux.stream_overflow`); the other streams, and
+/// data sent to them meanwhile, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_upstream_closes_its_stream_and_never_freezes_the_others() {
+    let u = upstreams().await;
+    let gw = start(&config(&u)).await;
+    let mut mux = Mux::connect(&gw, "/mux", ("x-api-key", KEY)).await;
+    assert_eq!(mux.open("stuck", "/ws/deaf").await["type"], "opened");
+    assert_eq!(mux.open("live", "/ws/pods").await["type"], "opened");
+    let (mut tx, mut rx) = mux.ws.split();
+    let sender = tokio::spawn(async move {
+        let mut frame = vec![5u8];
+        frame.extend_from_slice(b"stuck");
+        frame.extend_from_slice(&vec![0u8; 64 * 1024]);
+        // Far more than the upstream's socket buffers and the stream's budget (2 MiB).
+        for _ in 0..400 {
+            if tx.send(Message::binary(frame.clone())).await.is_err() {
+                return tx;
+            }
+        }
+        let live = json!({"type": "data", "id": "live", "data": "still here"});
+        tx.send(Message::text(live.to_string())).await.unwrap();
+        tx
+    });
+    let mut overflow = None;
+    let mut closed = None;
+    let mut live_echo = false;
+    let started = tokio::time::Instant::now();
+    while overflow.is_none() || closed.is_none() || !live_echo {
+        let msg = tokio::time::timeout(Duration::from_secs(20), rx.next())
+            .await
+            .expect("no frame within 20 s")
+            .expect("the connection ended")
+            .expect("a frame");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        match (v["type"].as_str(), v["id"].as_str()) {
+            // Frames still in flight for the closed stream are answered as unknown.
+            (Some("error"), Some("stuck")) if overflow.is_some() => {
+                assert_eq!(v["reason"], "mux.unknown_stream", "{v}");
+            }
+            (Some("error"), Some("stuck")) => overflow = Some(v),
+            (Some("closed"), Some("stuck")) => closed = Some(v),
+            (Some("data"), Some("live")) => {
+                assert_eq!(v["data"], "still here");
+                live_echo = true;
+            }
+            _ => panic!("unexpected frame: {v}"),
+        }
+    }
+    let overflow = overflow.unwrap();
+    assert_eq!(overflow["reason"], "mux.stream_overflow", "{overflow}");
+    assert_eq!(overflow["status"], 503);
+    assert_eq!(closed.unwrap()["code"], 1011);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let mut tx = sender.await.unwrap();
+    // The connection is healthy: a new stream opens and echoes.
+    tx.send(Message::text(
+        json!({"type": "open", "id": "after", "path": "/ws/pods"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut mux = Mux {
+        ws: tx.reunite(rx).unwrap(),
+    };
+    assert_eq!(mux.next_for("after").await["type"], "opened");
+    mux.echo("after", "fine").await;
+    gw.stop().await;
+}
+
+/// An id closed by the client stays taken until its `closed` frame: reopening it at once is
+/// `mux.duplicate_id`, and reopening after `closed` gives a stream the old one cannot end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_id_is_free_again_only_after_its_closed_frame() {
+    let u = upstreams().await;
+    let gw = start(&config(&u)).await;
+    let mut mux = Mux::connect(&gw, "/mux", ("x-api-key", KEY)).await;
+    assert_eq!(mux.open("s1", "/ws/pods").await["type"], "opened");
+    mux.send(json!({"type": "close", "id": "s1"})).await;
+    mux.send(json!({"type": "open", "id": "s1", "path": "/ws/pods"}))
+        .await;
+    // The immediate open is answered either 409 (the old stream was still closing) or, if
+    // it came after the old stream's `closed`, `opened`; never `opened` before `closed`.
+    let mut saw_closed = false;
+    let mut answer = None;
+    while !saw_closed || answer.is_none() {
+        let v = mux.next_for("s1").await;
+        match v["type"].as_str() {
+            Some("closed") => {
+                assert!(!saw_closed, "one closed frame only: {v}");
+                saw_closed = true;
+            }
+            Some("opened") => {
+                assert!(saw_closed, "reopened before the old stream's closed: {v}");
+                answer = Some(v);
+            }
+            Some("error") => {
+                assert_eq!(v["reason"], "mux.duplicate_id", "{v}");
+                answer = Some(v);
+            }
+            _ => panic!("unexpected: {v}"),
+        }
+    }
+    if answer.unwrap()["type"] == "error" {
+        assert_eq!(mux.open("s1", "/ws/pods").await["type"], "opened");
+    }
+    // The new stream lives on: the old one's end did not take it.
+    mux.echo("s1", "new").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mux.echo("s1", "still new").await;
     gw.stop().await;
 }

@@ -10,51 +10,58 @@
 //! not read (so the upstream is paused, memory does not grow), and data for a stream waits when
 //! its upstream does not read.
 
+mod out;
+mod stream;
+mod upstream;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use self::out::{Out, bad_frame, error, unknown_stream, write_out};
+use self::stream::{Opener, StreamEnded, ToUpstream};
+pub use self::upstream::Io;
 use super::close::Handshake;
 use super::tunnels::Open;
 use super::{MUX_PROTOCOL, MuxSettings};
 use crate::app::App;
-use crate::config::runtime::{Runtime, Target};
+use crate::config::runtime::Runtime;
 use crate::oidc::Conn;
+use crate::pipeline;
 use crate::pipeline::answer::Answer;
 use crate::pipeline::body::Body;
 use crate::pipeline::headers::Client;
 use crate::pipeline::refusal::Refusal;
-use crate::pipeline::request_id::{self, RequestId};
+use crate::pipeline::request_id;
 use crate::pipeline::trace::{RequestPath, Stage, Trace};
 use crate::pipeline::unauthenticated::Mode;
-use crate::pipeline::{self, Prepared};
 use crate::reason::Reason;
 
 /// Messages waiting for the client, across all streams.
 const OUTGOING: usize = 64;
-/// Messages waiting for one stream's upstream.
-const PER_STREAM: usize = 16;
+/// A stream's upstream may have this many maximal frames waiting for it...
+const BUDGET_FRAMES: usize = 2;
+/// ...and the connection waits this long for room before the stream is closed.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
 /// An idle connection is pinged this often.
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// Connecting to a stream's upstream, handshake included.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Headers a stream's `open` may not set: the connection's credential, the authority, and the
 /// handshake's own.
@@ -161,14 +168,6 @@ struct Connection {
     open: Open,
 }
 
-/// A frame for the client.
-enum Out {
-    Json(Value),
-    Binary(Bytes),
-    Ping,
-    Close(u16, String),
-}
-
 /// What the client sends in a text frame.
 #[derive(Deserialize)]
 struct Control {
@@ -183,40 +182,21 @@ struct Control {
     token: Option<String>,
 }
 
-/// A stream the connection knows: the way to its upstream writer.
+/// A stream the connection knows.
 struct Stream {
-    to_upstream: mpsc::Sender<Message>,
-}
-
-/// A stream's end, for the connection loop to forget it.
-struct StreamEnded(String);
-
-fn error(
-    id: Option<&str>,
-    status: u16,
-    reason: Reason,
-    detail: &str,
-    request_id: Option<&RequestId>,
-) -> Out {
-    let mut v =
-        json!({"type": "error", "status": status, "reason": reason.code(), "detail": detail});
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    if let Some(r) = request_id {
-        v["request_id"] = json!(r.as_str());
-    }
-    Out::Json(v)
-}
-
-fn bad_frame(id: Option<&str>, detail: &str) -> Out {
-    error(id, 400, Reason::MuxBadFrame, detail, None)
+    generation: u64,
+    /// The way to its upstream; `None` once the client closed it or it overflowed: its
+    /// `closed` frame is on the way and its id is not free yet.
+    to_upstream: Option<mpsc::UnboundedSender<ToUpstream>>,
+    /// Bytes that may wait for its upstream (`BUDGET_FRAMES` frames).
+    budget: Arc<Semaphore>,
+    abort: Option<oneshot::Sender<()>>,
 }
 
 fn ws_config(settings: &MuxSettings) -> WebSocketConfig {
     // Frames up to twice the limit are read and refused with an error frame (the connection
     // stays); larger ones end the connection (1009), so memory stays bounded either way.
-    WebSocketConfig::default()
+    super::pump::config()
         .max_message_size(Some(settings.max_frame_bytes.saturating_mul(2)))
         .max_frame_size(Some(settings.max_frame_bytes.saturating_mul(2)))
 }
@@ -234,6 +214,7 @@ impl Connection {
         let writer = tokio::spawn(write_out(sink, out_rx));
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<StreamEnded>();
         let mut streams: HashMap<String, Stream> = HashMap::new();
+        let mut generation = 0u64;
         // Every stream's tasks: dropping the set (the client is gone) ends them all, and their
         // upstream connections with them.
         let mut tasks = JoinSet::new();
@@ -245,11 +226,15 @@ impl Connection {
         loop {
             tokio::select! {
                 frame = source.next() => {
-                    let Some(Ok(frame)) = frame else {
-                        // The client is gone or broke the protocol (a frame beyond twice the
-                        // limit): every stream ends with it.
-                        let _ = out_tx.try_send(Out::Close(1009, "frame too large".into()));
-                        break;
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        // A frame beyond twice the limit: every stream ends with the connection.
+                        Some(Err(WsError::Capacity(_))) => {
+                            let _ = out_tx.try_send(Out::Close(1009, "frame too large".into()));
+                            break;
+                        }
+                        // The client is gone.
+                        Some(Err(_)) | None => break,
                     };
                     match frame {
                         Message::Text(text) => {
@@ -257,21 +242,25 @@ impl Connection {
                                 let _ = out_tx.send(error(None, 413, Reason::MuxFrameTooLarge, &format!("A frame of {} bytes; the limit is {}.", text.len(), self.settings.max_frame_bytes), None)).await;
                                 continue;
                             }
-                            self.control(text.as_str(), &mut streams, &mut tasks, &out_tx, &ended_tx, &mut grace, &mut expiry).await;
+                            let mut ctx = Ctx { streams: &mut streams, tasks: &mut tasks, out: &out_tx, ended: &ended_tx, generation: &mut generation, grace: &mut grace, expiry: &mut expiry };
+                            self.control(text.as_str(), &mut ctx).await;
                         }
                         Message::Binary(data) => {
                             if data.len() > self.settings.max_frame_bytes + 256 {
                                 let _ = out_tx.send(error(None, 413, Reason::MuxFrameTooLarge, &format!("A frame of {} bytes; the limit is {}.", data.len(), self.settings.max_frame_bytes), None)).await;
                                 continue;
                             }
-                            binary(data, &streams, &out_tx).await;
+                            self.binary(data, &mut streams, &out_tx).await;
                         }
                         Message::Close(_) => break,
                         _ => {}
                     }
                 }
-                Some(StreamEnded(id)) = ended_rx.recv() => {
-                    streams.remove(&id);
+                Some(StreamEnded { id, generation, last }) = ended_rx.recv() => {
+                    if streams.get(&id).is_some_and(|s| s.generation == generation) {
+                        streams.remove(&id);
+                    }
+                    let _ = out_tx.send(last).await;
                 }
                 _ = ping.tick() => {
                     let _ = out_tx.try_send(Out::Ping);
@@ -299,17 +288,8 @@ impl Connection {
         let _ = writer.await;
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn control(
-        &mut self,
-        text: &str,
-        streams: &mut HashMap<String, Stream>,
-        tasks: &mut JoinSet<()>,
-        out: &mpsc::Sender<Out>,
-        ended: &mpsc::UnboundedSender<StreamEnded>,
-        grace: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-        expiry: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    ) {
+    async fn control(&mut self, text: &str, ctx: &mut Ctx<'_>) {
+        let out = ctx.out;
         let control: Control = match serde_json::from_str(text) {
             Ok(c) => c,
             Err(e) => {
@@ -324,8 +304,8 @@ impl Connection {
             ("auth", _) => {
                 let answer = self.renew(control.token.as_deref()).await;
                 if let Ok(valid_until) = answer {
-                    *grace = None;
-                    *expiry = expiry_sleep(valid_until);
+                    *ctx.grace = None;
+                    *ctx.expiry = expiry_sleep(valid_until);
                 }
                 let frame = match answer {
                     Ok(_) => Out::Json(json!({"type": "authed"})),
@@ -346,17 +326,17 @@ impl Connection {
                     let _ = out
                         .send(bad_frame(Some(id), "A stream id is 1 to 255 bytes."))
                         .await;
-                } else if streams.contains_key(id) {
+                } else if ctx.streams.contains_key(id) {
                     let _ = out
                         .send(error(
                             Some(id),
                             409,
                             Reason::MuxDuplicateId,
-                            "A stream with this id is open on this connection.",
+                            "A stream with this id is open, or closing, on this connection.",
                             None,
                         ))
                         .await;
-                } else if streams.len() >= self.settings.max_streams {
+                } else if ctx.streams.len() >= self.settings.max_streams {
                     let _ = out
                         .send(error(
                             Some(id),
@@ -364,7 +344,7 @@ impl Connection {
                             Reason::MuxTooManyStreams,
                             &format!(
                                 "This connection has {} streams open, the most it may.",
-                                streams.len()
+                                ctx.streams.len()
                             ),
                             None,
                         ))
@@ -372,15 +352,31 @@ impl Connection {
                 } else if let Some(path) = control.path.as_deref().filter(|p| p.starts_with('/')) {
                     match self.stream_request(path, &control.headers) {
                         Ok(parts) => {
-                            let (tx, rx) = mpsc::channel(PER_STREAM);
-                            streams.insert(id.to_owned(), Stream { to_upstream: tx });
-                            tasks.spawn(open_stream(
+                            let (tx, from_client) = mpsc::unbounded_channel();
+                            let (abort_tx, abort) = oneshot::channel();
+                            *ctx.generation += 1;
+                            let generation = *ctx.generation;
+                            ctx.streams.insert(
+                                id.to_owned(),
+                                Stream {
+                                    generation,
+                                    to_upstream: Some(tx),
+                                    budget: Arc::new(Semaphore::new(self.budget_bytes())),
+                                    abort: Some(abort_tx),
+                                },
+                            );
+                            let started = stream::Started {
+                                from_client,
+                                abort,
+                                out: out.clone(),
+                                ended: ctx.ended.clone(),
+                            };
+                            ctx.tasks.spawn(stream::run(
                                 self.opener(),
                                 id.to_owned(),
+                                generation,
                                 parts,
-                                rx,
-                                out.clone(),
-                                ended.clone(),
+                                started,
                             ));
                         }
                         Err(detail) => {
@@ -396,60 +392,33 @@ impl Connection {
                         .await;
                 }
             }
-            ("data", Some(id)) => match (streams.get(id), control.data) {
-                (Some(stream), Some(data)) => {
-                    // Waits when the stream's upstream does not keep up. A stream that has just
-                    // ended (its `closed` is on the way) is as unknown as any other.
-                    if stream.to_upstream.send(Message::text(data)).await.is_err() {
-                        streams.remove(id);
-                        let _ = out
-                            .send(error(
-                                Some(id),
-                                404,
-                                Reason::MuxUnknownStream,
-                                "No stream with this id is open on this connection.",
-                                None,
-                            ))
-                            .await;
-                    }
+            ("data", Some(id)) => match control.data {
+                Some(data) => {
+                    self.deliver(id, Message::text(data), ctx.streams, out)
+                        .await;
                 }
-                (Some(_), None) => {
+                None => {
                     let _ = out
                         .send(bad_frame(Some(id), "A data frame needs data (a string)."))
                         .await;
                 }
-                (None, _) => {
-                    let _ = out
-                        .send(error(
-                            Some(id),
-                            404,
-                            Reason::MuxUnknownStream,
-                            "No stream with this id is open on this connection.",
-                            None,
-                        ))
-                        .await;
-                }
             },
-            ("close", Some(id)) => match streams.remove(id) {
-                Some(stream) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(control.code.unwrap_or(1000)),
-                        reason: "".into(),
-                    };
-                    let _ = stream.to_upstream.send(Message::Close(Some(frame))).await;
+            ("close", Some(id)) => {
+                // The id stays taken until the stream's `closed` frame is sent.
+                let sender = ctx.streams.get_mut(id).and_then(|s| s.to_upstream.take());
+                match sender {
+                    Some(to_upstream) => {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(control.code.unwrap_or(1000)),
+                            reason: "".into(),
+                        };
+                        let _ = to_upstream.send((Message::Close(Some(frame)), None));
+                    }
+                    None => {
+                        let _ = out.send(unknown_stream(id)).await;
+                    }
                 }
-                None => {
-                    let _ = out
-                        .send(error(
-                            Some(id),
-                            404,
-                            Reason::MuxUnknownStream,
-                            "No stream with this id is open on this connection.",
-                            None,
-                        ))
-                        .await;
-                }
-            },
+            }
             (other, Some(id)) => {
                 let _ = out
                     .send(bad_frame(
@@ -598,330 +567,113 @@ fn expiry_sleep(valid_until: Option<u64>) -> Option<std::pin::Pin<Box<tokio::tim
     ))))
 }
 
-/// A binary frame: `[N][N bytes of id][payload]`.
-async fn binary(data: Bytes, streams: &HashMap<String, Stream>, out: &mpsc::Sender<Out>) {
-    let Some(&n) = data.first() else {
-        let _ = out.send(bad_frame(None, "An empty binary frame.")).await;
-        return;
-    };
-    let n = usize::from(n);
-    if n == 0 || data.len() < 1 + n {
-        let _ = out
-            .send(bad_frame(
-                None,
-                "A binary frame shorter than its stream id.",
-            ))
-            .await;
-        return;
-    }
-    let Ok(id) = std::str::from_utf8(&data[1..1 + n]) else {
-        let _ = out
-            .send(bad_frame(
-                None,
-                "A binary frame whose stream id is not UTF-8.",
-            ))
-            .await;
-        return;
-    };
-    let sent = match streams.get(id) {
-        Some(stream) => stream
-            .to_upstream
-            .send(Message::Binary(data.slice(1 + n..)))
-            .await
-            .is_ok(),
-        None => false,
-    };
-    if !sent {
-        let _ = out
-            .send(error(
-                Some(id),
-                404,
-                Reason::MuxUnknownStream,
-                "No stream with this id is open on this connection.",
-                None,
-            ))
-            .await;
-    }
+/// What `control` works on besides the connection itself.
+struct Ctx<'a> {
+    streams: &'a mut HashMap<String, Stream>,
+    tasks: &'a mut JoinSet<()>,
+    out: &'a mpsc::Sender<Out>,
+    ended: &'a mpsc::UnboundedSender<StreamEnded>,
+    generation: &'a mut u64,
+    grace: &'a mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    expiry: &'a mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// The one writer to the client: JSON control frames, binary data frames, pings and the final
-/// close.
-async fn write_out(
-    mut sink: SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>,
-    mut out: mpsc::Receiver<Out>,
-) {
-    while let Some(frame) = out.recv().await {
-        let message = match frame {
-            Out::Ping => Message::Ping(Bytes::new()),
-            Out::Json(v) => Message::text(v.to_string()),
-            Out::Binary(b) => Message::Binary(b),
-            Out::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    })))
-                    .await;
-                break;
-            }
+impl Connection {
+    /// The bytes that may wait for one stream's upstream.
+    fn budget_bytes(&self) -> usize {
+        self.settings
+            .max_frame_bytes
+            .saturating_mul(BUDGET_FRAMES)
+            .clamp(64 * 1024, Semaphore::MAX_PERMITS)
+    }
+
+    /// A binary frame: `[N][N bytes of id][payload]`.
+    async fn binary(
+        &self,
+        data: Bytes,
+        streams: &mut HashMap<String, Stream>,
+        out: &mpsc::Sender<Out>,
+    ) {
+        let Some(&n) = data.first() else {
+            let _ = out.send(bad_frame(None, "An empty binary frame.")).await;
+            return;
         };
-        if sink.send(message).await.is_err() {
-            break;
-        }
-    }
-    let _ = sink.close().await;
-}
-
-/// What a stream needs to be opened through the pipeline.
-struct Opener {
-    app: Arc<App>,
-    rt: Arc<Runtime>,
-    client: Arc<Client>,
-    conn: Conn,
-    max_frame_bytes: usize,
-}
-
-/// Opens one stream: decided as a direct WebSocket request would be, then its upstream
-/// handshake, then the relay, until either side closes.
-async fn open_stream(
-    opener: Opener,
-    id: String,
-    mut parts: Parts,
-    mut from_client: mpsc::Receiver<Message>,
-    out: mpsc::Sender<Out>,
-    ended: mpsc::UnboundedSender<StreamEnded>,
-) {
-    let mut trace = Trace::start(
-        request_id::mint(),
-        http::Method::GET,
-        RequestPath::of(&parts.uri),
-    );
-    trace.step(Stage::Limits, "a multiplexer stream");
-    let upstream = connect(&opener, &mut parts, &mut trace).await;
-    let request_id = trace.request_id.clone();
-    let upstream = match upstream {
-        Ok(ws) => {
-            trace.status = 101;
-            opener.app.record(&trace, &opener.rt);
-            opener.app.metrics.mux_stream(true, None);
+        let n = usize::from(n);
+        if n == 0 || data.len() < 1 + n {
             let _ = out
-                .send(Out::Json(json!({"type": "opened", "id": id})))
+                .send(bad_frame(
+                    None,
+                    "A binary frame shorter than its stream id.",
+                ))
                 .await;
-            ws
-        }
-        Err(refusal) => {
-            trace.status = refusal.status().as_u16();
-            let frame = error(
-                Some(&id),
-                trace.status,
-                refusal.reason,
-                &refusal.detail,
-                Some(&request_id),
-            );
-            opener.app.metrics.mux_stream(false, Some(refusal.reason));
-            trace.refusal = Some(refusal);
-            opener.app.record(&trace, &opener.rt);
-            let _ = out.send(frame).await;
-            let _ = ended.send(StreamEnded(id));
             return;
         }
-    };
-    let (mut up_sink, mut up_source) = upstream.split();
-    let (code, reason) = loop {
-        tokio::select! {
-            message = from_client.recv() => match message {
-                Some(Message::Close(frame)) => {
-                    let code = frame.as_ref().map_or(1000, |f| u16::from(f.code));
-                    let _ = up_sink.send(Message::Close(frame)).await;
-                    break (code, String::new());
-                }
-                Some(m) => {
-                    if up_sink.send(m).await.is_err() {
-                        break (1011, "upstream gone".to_owned());
-                    }
-                }
-                // The client connection ended.
-                None => {
-                    let _ = up_sink.close().await;
-                    break (1001, String::new());
-                }
-            },
-            message = up_source.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    // Waits when the client does not read: the upstream is paused meanwhile.
-                    if out.send(Out::Json(json!({"type": "data", "id": id, "data": text.as_str()}))).await.is_err() {
-                        break (1001, String::new());
-                    }
-                }
-                Some(Ok(Message::Binary(payload))) => {
-                    let mut frame = Vec::with_capacity(1 + id.len() + payload.len());
-                    frame.push(id.len() as u8);
-                    frame.extend_from_slice(id.as_bytes());
-                    frame.extend_from_slice(&payload);
-                    if out.send(Out::Binary(Bytes::from(frame))).await.is_err() {
-                        break (1001, String::new());
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.as_ref().map_or(1000, |f| u16::from(f.code));
-                    let reason = frame.map_or_else(String::new, |f| f.reason.to_string());
-                    break (code, reason);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break (1006, "upstream connection lost".to_owned()),
-            },
+        let Ok(id) = std::str::from_utf8(&data[1..1 + n]) else {
+            let _ = out
+                .send(bad_frame(
+                    None,
+                    "A binary frame whose stream id is not UTF-8.",
+                ))
+                .await;
+            return;
+        };
+        let payload = Message::Binary(data.slice(1 + n..));
+        self.deliver(id, payload, streams, out).await;
+    }
+
+    /// Queues a message for a stream's upstream. A stream whose upstream does not take its
+    /// budget's worth within `STALL_LIMIT` is closed (`mux.stream_overflow`): the connection's
+    /// other streams wait for it at most that long, and memory stays bounded.
+    async fn deliver(
+        &self,
+        id: &str,
+        message: Message,
+        streams: &mut HashMap<String, Stream>,
+        out: &mpsc::Sender<Out>,
+    ) {
+        let Some(stream) = streams.get_mut(id) else {
+            let _ = out.send(unknown_stream(id)).await;
+            return;
+        };
+        // A stream that is closing, or has just ended, is as unknown as any other.
+        let Some(to_upstream) = stream.to_upstream.as_ref() else {
+            let _ = out.send(unknown_stream(id)).await;
+            return;
+        };
+        let budget = self.budget_bytes();
+        // Within `budget_bytes`, which `Semaphore::MAX_PERMITS` bounds.
+        let need = message.len().clamp(1, budget) as u32;
+        let permit = match stream.budget.clone().try_acquire_many_owned(need) {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout(STALL_LIMIT, stream.budget.clone().acquire_many_owned(need))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(TryAcquireError::Closed) => None,
+        };
+        let Some(permit) = permit else {
+            stream.to_upstream = None;
+            let _ = out
+                .send(error(
+                    Some(id),
+                    503,
+                    Reason::MuxStreamOverflow,
+                    &format!(
+                        "Stream {id}'s upstream stopped reading: {budget} bytes waited for it for {}s. The stream is closed so that the connection's other streams go on.",
+                        STALL_LIMIT.as_secs()
+                    ),
+                    None,
+                ))
+                .await;
+            if let Some(abort) = stream.abort.take() {
+                let _ = abort.send(());
+            }
+            return;
+        };
+        if to_upstream.send((message, Some(permit))).is_err() {
+            let _ = out.send(unknown_stream(id)).await;
         }
-    };
-    opener.app.metrics.mux_stream_closed();
-    // Refuse anything more for this stream before the client can learn it is closed: data
-    // sent after `closed` is then `mux.unknown_stream`, never silently dropped.
-    drop(from_client);
-    let _ = out
-        .send(Out::Json(
-            json!({"type": "closed", "id": id, "code": code, "reason": reason}),
-        ))
-        .await;
-    let _ = ended.send(StreamEnded(id));
-}
-
-/// The stream's decision and its upstream handshake.
-async fn connect(
-    opener: &Opener,
-    parts: &mut Parts,
-    trace: &mut Trace,
-) -> Result<WebSocketStream<Box<dyn Io>>, Refusal> {
-    let decision = pipeline::decide(&opener.rt, parts, true, opener.conn, Mode::Proxy, trace)
-        .await
-        .map_err(|answer| {
-            answer.refusal().cloned().unwrap_or_else(|| {
-                Refusal::new(Reason::CredentialsMissing, "The stream needs a credential.")
-            })
-        })?;
-    if decision.route.mux.is_some() {
-        return Err(Refusal::new(
-            Reason::MuxBadFrame,
-            "A stream cannot open another multiplexer.",
-        ));
     }
-    let peer = crate::pipeline::headers::Peer {
-        client: &opener.client,
-        trusted: opener.conn.trusted,
-    };
-    let route = decision.route.clone();
-    // A stream is a WebSocket to its upstream: the builtin echo answers it as one.
-    parts
-        .headers
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let authority = match pipeline::prepare(decision, &opener.rt, parts, peer, trace) {
-        Prepared::EchoWebSocket(greeting) => return Ok(echo_stream(greeting).await),
-        Prepared::Forward { .. } => match &route.upstream.target {
-            Target::Http { authority, .. } => authority.clone(),
-            _ => return Err(not_websocket(&route.upstream.name)),
-        },
-        Prepared::Answered(_) | Prepared::Mux => return Err(not_websocket(&route.upstream.name)),
-    };
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("ws://{authority}{path}");
-    let mut request = Request::get(url.as_str())
-        .body(())
-        .map_err(|_| Refusal::new(Reason::UpstreamProtocol, "The upstream URL is not valid."))?;
-    *request.headers_mut() = std::mem::take(&mut parts.headers);
-    let headers = request.headers_mut();
-    for hop in [
-        "connection",
-        "upgrade",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-    ] {
-        headers.remove(hop);
-    }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(
-        header::SEC_WEBSOCKET_VERSION,
-        HeaderValue::from_static("13"),
-    );
-    if let Ok(key) = HeaderValue::from_str(&generate_key()) {
-        headers.insert(header::SEC_WEBSOCKET_KEY, key);
-    }
-    if !headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, host);
-    }
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    let handshake = async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| {
-            Refusal::new(
-                Reason::UpstreamUnreachable,
-                format!(
-                    "Upstream {} ({addr}): the connection failed ({e}).",
-                    route.upstream.name
-                ),
-            )
-        })?;
-        let _ = tcp.set_nodelay(true);
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(opener.max_frame_bytes))
-            .max_frame_size(Some(opener.max_frame_bytes));
-        let io: Box<dyn Io> = Box::new(tcp);
-        tokio_tungstenite::client_async_with_config(request, io, Some(config))
-            .await
-            .map(|(ws, _)| ws)
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(response) => Refusal::new(
-                    Reason::UpstreamHandshakeRefused,
-                    format!(
-                        "Upstream {} answered the WebSocket handshake with {}.",
-                        route.upstream.name,
-                        response.status()
-                    ),
-                )
-                .hint("Check the credentials the route injects or forwards to this upstream."),
-                other => Refusal::new(
-                    Reason::UpstreamProtocol,
-                    format!(
-                        "Upstream {}: the WebSocket handshake failed ({other}).",
-                        route.upstream.name
-                    ),
-                ),
-            })
-    };
-    let ws = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                Reason::UpstreamTimeout,
-                format!("Upstream {} did not complete the WebSocket handshake within {CONNECT_TIMEOUT:?}.", route.upstream.name),
-            )
-        })??;
-    trace.step(Stage::Upstream, "stream opened at the upstream");
-    Ok(ws)
-}
-
-/// The byte stream a stream's upstream WebSocket runs over: TCP, or a pipe to the builtin echo.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-fn not_websocket(upstream: &str) -> Refusal {
-    Refusal::new(
-        Reason::UpstreamProtocol,
-        format!("Upstream {upstream} does not accept WebSocket streams."),
-    )
-}
-
-/// The builtin echo's end of an in-process pipe, already past its handshake.
-async fn echo_stream(greeting: String) -> WebSocketStream<Box<dyn Io>> {
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let ws = WebSocketStream::from_raw_socket(theirs, Role::Server, None).await;
-        super::echo::run(ws, greeting).await;
-    });
-    let io: Box<dyn Io> = Box::new(ours);
-    WebSocketStream::from_raw_socket(io, Role::Client, None).await
 }
