@@ -9,6 +9,7 @@ use crate::config::runtime::Runtime;
 use crate::config::{self, ConfigError, Source, Warning};
 use crate::metrics::Metrics;
 use crate::pipeline::trace::Trace;
+use crate::websocket::tunnels::Tunnels;
 
 pub struct App {
     /// Shared with the metrics, which read the authenticators' own counters at each scrape.
@@ -17,6 +18,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The recent decisions (`GET /decisions`, the decision page).
     pub decisions: Decisions,
+    /// Open WebSocket connections (shutdown closes and waits for them).
+    pub tunnels: Arc<Tunnels>,
 }
 
 impl App {
@@ -27,6 +30,7 @@ impl App {
             runtime,
             source,
             decisions: Decisions::default(),
+            tunnels: Arc::default(),
         })
     }
 
@@ -43,7 +47,12 @@ impl App {
                 loaded.runtime.authenticators.iter().for_each(|a| a.start());
                 self.runtime.store(Arc::new(loaded.runtime));
                 self.metrics.reloaded(true);
-                tracing::info!(source = %self.source.describe(), "config reloaded");
+                // Open WebSocket connections go on with the credentials they were opened with.
+                tracing::info!(
+                    source = %self.source.describe(),
+                    websockets_kept = self.tunnels.count(),
+                    "config reloaded"
+                );
                 Ok(loaded.warnings)
             }
             Err(errors) => {

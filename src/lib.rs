@@ -23,3 +23,4 @@ pub mod reason;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod websocket;

@@ -83,6 +83,16 @@ pub struct Metrics {
     websocket_streams: Gauge,
     websocket_opened: Family<KindLabels, Counter>,
     websocket_closed: Family<ReasonLabels, Counter>,
+    mux_open: Gauge,
+    mux_streams: Family<StreamLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    /// `opened`, `closed` or `refused`.
+    event: &'static str,
+    /// The refusal's reason (empty otherwise).
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -172,6 +182,18 @@ impl Metrics {
         if let Some(runtime) = runtime {
             registry.register_collector(Box::new(AuthnCollector(runtime)));
         }
+        let mux_open = Gauge::default();
+        registry.register(
+            "mux_streams_open",
+            "Multiplexer streams open now",
+            mux_open.clone(),
+        );
+        let mux_streams = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "mux_streams",
+            "Multiplexer streams opened, closed and refused (by reason)",
+            mux_streams.clone(),
+        );
         let removals = RemovalCause::ALL.map(|cause| {
             removals
                 .get_or_create(&RemovalLabels {
@@ -192,6 +214,8 @@ impl Metrics {
             websocket_streams,
             websocket_opened,
             websocket_closed,
+            mux_open,
+            mux_streams,
         }
     }
 
@@ -214,6 +238,30 @@ impl Metrics {
         self.websocket_streams.dec();
         self.websocket_closed
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A multiplexer stream opened (`refused: None`) or refused.
+    pub fn mux_stream(&self, opened: bool, refused: Option<crate::reason::Reason>) {
+        let (event, reason) = match (opened, refused) {
+            (true, _) => {
+                self.mux_open.inc();
+                ("opened", "")
+            }
+            (false, r) => ("refused", r.map_or("", |r| r.code())),
+        };
+        self.mux_streams
+            .get_or_create(&StreamLabels { event, reason })
+            .inc();
+    }
+
+    pub fn mux_stream_closed(&self) {
+        self.mux_open.dec();
+        self.mux_streams
+            .get_or_create(&StreamLabels {
+                event: "closed",
+                reason: "",
+            })
             .inc();
     }
 

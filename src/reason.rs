@@ -77,6 +77,16 @@ reasons! {
     OidcLogoutTokenInvalid => ("oidc.logout_token_invalid", StatusCode::BAD_REQUEST, "A back-channel logout request without a valid logout token."),
     ForwardAuthUntrusted => ("forward_auth.untrusted", StatusCode::FORBIDDEN, "A forward-auth request from a peer outside `trusted_proxies`: its `X-Original-*` / `X-Forwarded-*` headers are not believed."),
     ForwardAuthNoOriginal => ("forward_auth.no_original", StatusCode::FORBIDDEN, "A forward-auth request that does not describe the original request (no `X-Original-URL`, `X-Original-URI` or `X-Forwarded-Uri`)."),
+    WebsocketBadSubprotocol => ("websocket.bad_subprotocol", StatusCode::BAD_REQUEST, "More than one bearer-token subprotocol, or one that is not a token in unpadded base64url."),
+    WebsocketOriginDenied => ("websocket.origin_denied", StatusCode::FORBIDDEN, "A cookie-authenticated WebSocket handshake from an origin the route does not allow (cross-site WebSocket hijacking)."),
+    MuxBadHandshake => ("mux.bad_handshake", StatusCode::BAD_REQUEST, "A request to a multiplexer route that is not a WebSocket handshake offering `keyway.mux.v1`."),
+    MuxBadFrame => ("mux.bad_frame", StatusCode::BAD_REQUEST, "A multiplexer frame that is not valid JSON, has an unknown type or no id, or a binary frame shorter than its id."),
+    MuxUnknownStream => ("mux.unknown_stream", StatusCode::NOT_FOUND, "A `data` or `close` frame for a stream id not open on this connection."),
+    MuxDuplicateId => ("mux.duplicate_id", StatusCode::CONFLICT, "An `open` frame for a stream id already open on this connection."),
+    MuxTooManyStreams => ("mux.too_many_streams", StatusCode::TOO_MANY_REQUESTS, "An `open` beyond the connection's `mux.max_streams`."),
+    MuxFrameTooLarge => ("mux.frame_too_large", StatusCode::PAYLOAD_TOO_LARGE, "A multiplexer frame beyond `mux.max_frame_bytes` (the connection stays; beyond twice the limit it is closed with 1009)."),
+    MuxStreamOverflow => ("mux.stream_overflow", StatusCode::SERVICE_UNAVAILABLE, "A stream whose upstream stopped reading while the client kept sending: twice `mux.max_frame_bytes` waited for it for 5 s. The stream is closed; the connection and its other streams go on."),
+    UpstreamHandshakeRefused => ("upstream.handshake_refused", StatusCode::BAD_GATEWAY, "The upstream refused a WebSocket handshake keyway made for a multiplexer stream (e.g. 401: a missing credential)."),
     JwtEmbeddedKey => ("jwt.embedded_key", StatusCode::UNAUTHORIZED, "The token header carries its own key or key location (`jwk`, `jku`, `x5u`, `x5c`); keyway never trusts them and refuses such tokens."),
 }
 

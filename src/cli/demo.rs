@@ -1,7 +1,11 @@
-//! `keyway demo`: the embedded demo config, and curl commands that show F1, F2, F4 (the API
-//! half and forward-auth; browser sign-in needs an OpenID provider, see the README) and F5.
+//! `keyway demo`: the embedded demo config, and curl commands that show F1, F2, F3 (with a
+//! browser-console line for the WebSocket itself), F4 (the API half and forward-auth; browser
+//! sign-in needs an OpenID provider, see the README) and F5.
 
 use std::net::SocketAddr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::process::ExitCode;
 
 use crate::config::{self, Source};
@@ -79,11 +83,17 @@ Consumer ops, in group admin, may
   curl -s {base}/jwt/admin/stats -H 'Authorization: Bearer {ops}'
 A tampered token (reason jwt.signature_invalid), with WWW-Authenticate error="invalid_token"
   curl -si {base}/jwt/orders -H 'Authorization: Bearer {alice}x'
+F3: a WebSocket handshake without its token is refused at the handshake, saying where a browser can put it (reason credentials.missing)
+  curl -si {base}/live/feed -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='
+F3: a browser's WebSocket cannot set Authorization, so it offers alice's token as a subprotocol; open {base}/public/ in a browser and paste in its console (the first message shows what the upstream received: no token)
+  new WebSocket('{ws}/live/feed', ['base64url.bearer.authorization.k8s.io.{alice_protocol}', 'demo.v1']).onmessage = (m) => console.log(m.data)
 
 Stop with Ctrl-C."#,
         alice = t.alice,
         ops = t.ops,
         foreign = t.foreign,
+        ws = base.replacen("http", "ws", 1),
+        alice_protocol = URL_SAFE_NO_PAD.encode(&t.alice),
     )
 }
 

@@ -692,7 +692,28 @@ fn compile_route(
     let declared = &file.authenticators;
     let before = d.errors.len();
     let matcher = compile_matcher(r, at, path, d);
+    let mux = compile_mux(r, at, path, d);
     let upstream = match &r.upstream {
+        // A multiplexer's streams go to the routes their paths match.
+        None if mux.is_some() => Some(Arc::new(Upstream {
+            name: Arc::from("mux"),
+            target: Target::Mux,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(10),
+                request: Duration::from_secs(60),
+                idle: Duration::from_secs(90),
+            },
+            inject: Vec::new(),
+            probe_path: "/".to_owned(),
+        })),
+        Some(name) if mux.is_some() => {
+            d.error(
+                Some(&name.referenced),
+                format!("{path}.upstream"),
+                "a mux route has no upstream: each stream goes to the route its path matches",
+            );
+            None
+        }
         None => {
             d.error(
                 Some(at),
@@ -830,10 +851,81 @@ fn compile_route(
         auth,
         allow,
         on_unauthenticated,
-        forward_client_credentials: r.forward_client_credentials,
+        // A multiplexer presents the connection's credential again for every stream.
+        forward_client_credentials: r.forward_client_credentials || mux.is_some(),
         strip_prefix: r.strip_prefix,
         preflight_pass: r.preflight == super::file::PreflightFile::Pass,
+        websocket: compile_websocket(r, at, path, d),
+        mux,
     })
+}
+
+fn compile_websocket(
+    r: &RouteFile,
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> crate::websocket::Settings {
+    let Some(w) = &r.websocket else {
+        return crate::websocket::Settings::default();
+    };
+    let mut allowed_origins = Vec::new();
+    for o in &w.allowed_origins {
+        let lower = o.0.trim_end_matches('/').to_ascii_lowercase();
+        let valid = lower
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some()
+                    && u.path_and_query().is_none_or(|pq| pq.as_str() == "/")
+            })
+            .is_some();
+        if valid {
+            allowed_origins.push(lower);
+        } else {
+            d.error(
+                Some(at),
+                format!("{path}.websocket.allowed_origins"),
+                format!("{:?} is not an origin such as https://app.example.com", o.0),
+            );
+        }
+    }
+    crate::websocket::Settings {
+        allowed_origins,
+        refuse_with: match w.refuse_with {
+            super::file::RefuseWithFile::Status => crate::websocket::RefuseWith::Status,
+            super::file::RefuseWithFile::Close => crate::websocket::RefuseWith::Close,
+        },
+    }
+}
+
+fn compile_mux(
+    r: &RouteFile,
+    at: &Location,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Option<crate::websocket::MuxSettings> {
+    let defaults = crate::websocket::MuxSettings::default();
+    match r.mux.as_ref()? {
+        super::file::MuxFile::On(false) => None,
+        super::file::MuxFile::On(true) => Some(defaults),
+        super::file::MuxFile::Settings(s) => {
+            let settings = crate::websocket::MuxSettings {
+                max_streams: s.max_streams.unwrap_or(defaults.max_streams),
+                max_frame_bytes: s.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),
+                grace: s.grace.map_or(defaults.grace, |g| g.0),
+            };
+            if settings.max_streams == 0 || settings.max_frame_bytes < 1024 {
+                d.error(
+                    Some(at),
+                    format!("{path}.mux"),
+                    "mux.max_streams must be at least 1 and mux.max_frame_bytes at least 1024",
+                );
+            }
+            Some(settings)
+        }
+    }
 }
 
 fn compile_matcher(

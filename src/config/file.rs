@@ -347,6 +347,50 @@ pub struct RouteFile {
     pub strip_prefix: bool,
     #[serde(default)]
     pub preflight: PreflightFile,
+    /// WebSocket handshakes on this route.
+    pub websocket: Option<WebsocketFile>,
+    /// `true`, or settings: this route is a WebSocket multiplexer endpoint (keyway.mux.v1).
+    pub mux: Option<MuxFile>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebsocketFile {
+    /// Origins (`https://app.example.com`) a cookie-authenticated handshake may come from;
+    /// default: the request's own origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<Text>,
+    /// `status` (default: HTTP 401/403) or `close` (complete the handshake, close with
+    /// 4401/4403 and the reason code: a browser cannot read a refused handshake's body).
+    #[serde(default)]
+    pub refuse_with: RefuseWithFile,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RefuseWithFile {
+    #[default]
+    Status,
+    Close,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MuxFile {
+    On(bool),
+    Settings(MuxSettingsFile),
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuxSettingsFile {
+    /// Streams per connection (default 256).
+    pub max_streams: Option<usize>,
+    /// Largest frame a client may send (default 1048576).
+    pub max_frame_bytes: Option<usize>,
+    /// After the connection's credential expires: how long an `auth` frame may renew it
+    /// (default 30s).
+    pub grace: Option<Dur>,
 }
 
 impl AuthenticatorFile {

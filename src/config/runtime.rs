@@ -111,6 +111,9 @@ pub struct Route {
     pub strip_prefix: bool,
     /// `preflight: pass`: CORS preflights skip authentication.
     pub preflight_pass: bool,
+    pub websocket: crate::websocket::Settings,
+    /// A multiplexer endpoint (keyway.mux.v1) rather than a proxied route.
+    pub mux: Option<crate::websocket::MuxSettings>,
 }
 
 impl Route {
@@ -130,6 +133,8 @@ pub enum Target {
         pool: Arc<Pool>,
     },
     Echo,
+    /// A multiplexer route's streams go to the routes their paths match.
+    Mux,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +162,7 @@ impl Upstream {
                 scheme, authority, ..
             } => format!("{scheme}://{authority}"),
             Target::Echo => "builtin:echo".to_owned(),
+            Target::Mux => "keyway:mux".to_owned(),
         }
     }
 }

@@ -37,12 +37,8 @@ impl OidcAuth {
                 Load::Found(session, handle) => {
                     id_token = session.id_token.clone();
                     // The cookie store cannot delete a copy of the cookie: remember this
-                    // provider session as ended (Redis deletes the session itself).
-                    if !self.sessions.is_redis()
-                        && let Some(sid) = &session.sid
-                    {
-                        let _ = self.sessions.revoke(Some(sid), None).await;
-                    }
+                    // session as ended (Redis deletes the session itself).
+                    self.sessions.forget(&session);
                     handle
                 }
                 Load::Invalid(h) | Load::Missing(h) | Load::Revoked(h) => h,

@@ -255,8 +255,17 @@ impl OidcAuth {
             authenticator_header: self.name_header.clone(),
             claims: Some(Arc::new(session.claims.clone())),
             headers,
+            valid_until: Some(session.expires_at),
         }
     }
+}
+
+/// A random id for a new sign-in.
+fn new_session_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A session from a verified ID token's identity and the token endpoint's answer.
@@ -277,6 +286,7 @@ pub fn session_from(
         new.map(Secret::new).or_else(|| old.cloned())
     };
     Session {
+        id: previous.map_or_else(new_session_id, |p| p.id.clone()),
         subject: identity.subject.to_string(),
         groups: identity.groups.to_vec(),
         claims,

@@ -284,6 +284,7 @@ mod tests {
 
     fn session(created: u64, expires: Option<u64>) -> Session {
         Session {
+            id: String::new(),
             subject: "a".into(),
             groups: vec![],
             claims: Default::default(),

@@ -26,6 +26,8 @@ pub enum AnswerKind {
     /// A status with a one-line text body, for endpoints whose callers read only the status
     /// (back-channel logout).
     Status(StatusCode, &'static str),
+    /// A refused WebSocket handshake answered as a close frame (`websocket.refuse_with: close`).
+    CloseWebSocket(Refusal, Box<crate::websocket::close::Handshake>),
 }
 
 impl From<Refusal> for Answer {
@@ -66,7 +68,7 @@ impl Answer {
 
     pub fn refusal(&self) -> Option<&Refusal> {
         match &self.kind {
-            AnswerKind::Refuse(r) => Some(r),
+            AnswerKind::Refuse(r) | AnswerKind::CloseWebSocket(r, _) => Some(r),
             _ => None,
         }
     }
@@ -93,6 +95,15 @@ pub fn render(answer: Answer, trace: &mut Trace, detail: DetailLevel) -> Respons
             let mut response = Response::new(Body::empty());
             *response.headers_mut() = headers;
             no_store(response.headers_mut());
+            response
+        }
+        AnswerKind::CloseWebSocket(refusal, handshake) => {
+            let mut response = crate::websocket::close::render(&refusal, *handshake);
+            response.headers_mut().insert(
+                "x-keyway-reason",
+                HeaderValue::from_static(refusal.reason.code()),
+            );
+            trace.refusal = Some(refusal);
             response
         }
         AnswerKind::Status(status, text) => {

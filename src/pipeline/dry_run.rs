@@ -18,7 +18,7 @@ use super::headers::{Client, Peer};
 use super::trace::{RequestPath, Stage, Trace};
 use super::unauthenticated::Mode;
 use super::{Prepared, admit, decide_route, prepare, request_id, upstream};
-use crate::config::runtime::{Route, Runtime, Target};
+use crate::config::runtime::{Route, Runtime};
 use crate::oidc::Conn;
 
 /// The request keyway would send upstream. Secret values are already replaced by
@@ -122,8 +122,12 @@ async fn run(
         trusted: conn.trusted,
     };
     // The echo's answer and the pool are not used: nothing is sent.
-    let (Prepared::Answered(_) | Prepared::Forward { .. }) =
-        prepare(decision, rt, parts, peer, trace);
+    if let Prepared::Mux = prepare(decision, rt, parts, peer, trace) {
+        trace.step(
+            Stage::Upstream,
+            "multiplexer route: keyway accepts the connection itself; each stream's path is routed and authorised on its own (explain that path)",
+        );
+    }
     trace.step(Stage::Upstream, "dry run: described, not sent");
     Ok(Outcome::Forward {
         request: describe(rt, &route, parts),
@@ -151,17 +155,11 @@ fn describe(rt: &Runtime, route: &Route, parts: &Parts) -> Described {
     let upstream = &route.upstream;
     let secret_query = secret_query_names(rt);
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = match &upstream.target {
-        Target::Echo => format!(
-            "builtin:echo{}",
-            redact_query(path_and_query, &secret_query)
-        ),
-        Target::Http { .. } => format!(
-            "{}{}",
-            upstream.origin(),
-            redact_query(path_and_query, &secret_query)
-        ),
-    };
+    let url = format!(
+        "{}{}",
+        upstream.origin(),
+        redact_query(path_and_query, &secret_query)
+    );
     let secret_headers = secret_header_names(rt, route);
     let headers = parts
         .headers

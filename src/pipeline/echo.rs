@@ -1,4 +1,6 @@
-//! The builtin `echo` upstream: answers with what an upstream would have received.
+//! The builtin `echo` upstream: answers with what an upstream would have received. A WebSocket
+//! handshake to it is accepted: the first message says what the upstream handshake carried,
+//! then every message is sent back (`websocket::echo`).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,21 @@ use super::body::Body;
 use crate::config::runtime::Upstream;
 
 pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) -> Response<Body> {
+    json(describe(parts, upstream, identity).to_string())
+}
+
+pub fn json(body: String) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// What an upstream would have received: method, path, query, headers (injected and
+/// sensitive values redacted) and identity. A WebSocket handshake gets it as its first message.
+pub fn describe(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) -> Value {
     let mut headers: BTreeMap<&str, String> = BTreeMap::new();
     for (name, value) in &parts.headers {
         let injected = upstream.inject.iter().any(|(n, _)| n == name);
@@ -38,17 +55,11 @@ pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) 
             "authenticator": &*id.authenticator,
         })
     });
-    let body = json!({
+    json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query().unwrap_or(""),
         "headers": headers,
         "identity": identity,
-    });
-    let mut response = Response::new(Body::full(body.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    })
 }

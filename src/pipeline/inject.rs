@@ -116,7 +116,7 @@ pub fn identity_headers(headers: &mut HeaderMap, id: &Identity, trace: &mut Trac
 fn upstream_uri(route: &Route, upstream: &Upstream, uri: &Uri) -> Option<Uri> {
     let base_path = match &upstream.target {
         Target::Http { base_path, .. } => base_path.as_str(),
-        Target::Echo => "",
+        Target::Echo | Target::Mux => "",
     };
     let mut path = uri.path();
     if route.strip_prefix

@@ -39,6 +39,8 @@ use self::upstream::pool::Pool;
 use crate::app::App;
 use crate::config::runtime::{Route, Runtime, Target};
 use crate::oidc::Conn;
+use crate::websocket;
+use crate::websocket::RefuseWith;
 
 /// What the deciding stages concluded for an allowed request.
 pub struct Decision {
@@ -58,7 +60,8 @@ pub fn admit(rt: &Runtime, parts: &mut Parts, conn: Conn, trace: &mut Trace) -> 
 }
 
 /// The deciding stages for an admitted request, in order: headers, router, authentication
-/// (answered by the unauthenticated stage when it fails), authorisation.
+/// (answered by the unauthenticated stage when it fails), authorisation, and for a WebSocket
+/// handshake its own credential place and `Origin`.
 pub async fn decide_route(
     rt: &Runtime,
     parts: &mut Parts,
@@ -68,28 +71,55 @@ pub async fn decide_route(
     trace: &mut Trace,
 ) -> Result<Decision, Answer> {
     rt.headers.sanitize(&mut parts.headers, upgrade, trace)?;
-    let route = rt.router.route(parts, trace)?;
-    let authenticated = match authn::authenticate(&route, parts, conn, trace).await {
-        Ok(a) => a,
-        Err(u) => {
-            // Boxed: only an unauthenticated request may start a sign-in.
-            let answer = unauthenticated::answer(u, &route, parts, conn, mode, trace);
-            return Err(Box::pin(answer).await);
-        }
-    };
-    let (identity, cookies) = match authenticated {
-        Some(a) => (Some(a.identity), a.cookies),
-        None => (None, Vec::new()),
-    };
-    if let Err(refusal) = authz::authorize(route.allow.as_ref(), identity.as_ref(), trace) {
-        // A 403 is never a redirect; a renewed session is still stored.
-        return Err(Answer::from(refusal).with_cookies(cookies));
+    if upgrade {
+        websocket::handshake::bearer_subprotocol(parts, trace)?;
     }
-    Ok(Decision {
-        route,
-        identity,
-        cookies,
-    })
+    let route = rt.router.route(parts, trace)?;
+    // A browser cannot read a refused handshake: the route may answer with a close frame.
+    let close_refusals = upgrade && route.websocket.refuse_with == RefuseWith::Close;
+    let decided: Result<Decision, Answer> = 'decided: {
+        let authenticated = match authn::authenticate(&route, parts, conn, trace).await {
+            Ok(a) => a,
+            Err(u) => {
+                // Boxed: only an unauthenticated request may start a sign-in.
+                let answer = unauthenticated::answer(u, &route, parts, conn, mode, trace);
+                break 'decided Err(Box::pin(answer).await);
+            }
+        };
+        let (identity, cookies) = match authenticated {
+            Some(a) => (Some(a.identity), a.cookies),
+            None => (None, Vec::new()),
+        };
+        if let Err(refusal) = authz::authorize(route.allow.as_ref(), identity.as_ref(), trace) {
+            // A 403 is never a redirect; a renewed session is still stored.
+            break 'decided Err(Answer::from(refusal).with_cookies(cookies));
+        }
+        if upgrade && authenticated_by_cookie(trace) {
+            let own = crate::oidc::Site::of(conn, parts, trace).origin();
+            let checked =
+                websocket::handshake::check_origin(&route.websocket, parts, own.as_deref(), trace);
+            if let Err(refusal) = checked {
+                break 'decided Err(Answer::from(refusal).with_cookies(cookies));
+            }
+        }
+        Ok(Decision {
+            route: route.clone(),
+            identity,
+            cookies,
+        })
+    };
+    match decided {
+        Err(answer) if close_refusals => Err(websocket::close::instead(answer, parts)),
+        other => other,
+    }
+}
+
+/// The accepted credential came from a cookie (a cookie source, or a session).
+fn authenticated_by_cookie(trace: &Trace) -> bool {
+    trace
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.source.starts_with("cookie ") || i.source.starts_with("session cookie "))
 }
 
 /// Every deciding stage: what explain and forward-auth run on a described request.
@@ -117,7 +147,7 @@ pub fn handle(
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let (request_id, replaced) = request_id::of(&parts.headers);
     let mut trace = Trace::start(
         request_id,
@@ -135,7 +165,83 @@ pub fn handle(
         trusted: rt.is_trusted(client.ip),
     };
     async move {
-        let result = respond(&rt, &client, conn, parts, body, upgrade, &mut trace).await;
+        // A labelled block rather than an async fn: the request moves on by value without a
+        // second copy in another future.
+        let result: Result<Response<Body>, Answer> = 'answer: {
+            if let Err(answer) = admit(&rt, &mut parts, conn, &mut trace) {
+                break 'answer Err(answer);
+            }
+            if let Some(endpoint) = rt.endpoints.find(parts.uri.path()) {
+                // Boxed: forward-auth runs the deciding stages again inside, and every
+                // request's future would otherwise carry that size.
+                let serve = endpoints::serve(endpoint, &rt, &mut parts, body, conn, &mut trace);
+                break 'answer Err(Box::pin(serve).await);
+            }
+            let decided = decide_route(&rt, &mut parts, upgrade, conn, Mode::Proxy, &mut trace);
+            let mut decision = match decided.await {
+                Ok(decision) => decision,
+                Err(answer) => break 'answer Err(answer),
+            };
+            if decision.route.mux.is_some() {
+                break 'answer websocket::mux::accept(
+                    &app, &rt, &client, decision, parts, conn, &mut trace,
+                );
+            }
+            let cookies = std::mem::take(&mut decision.cookies);
+            let watch = upgrade.then(|| websocket::relay::watch(&decision, &parts));
+            if watch
+                .as_ref()
+                .is_some_and(websocket::relay::Watch::frame_aware)
+            {
+                // keyway reads the frames: no extension it does not speak (permessage-deflate).
+                parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+            }
+            let peer = Peer {
+                client: &client,
+                trusted: conn.trusted,
+            };
+            let forwarded = match prepare(decision, &rt, &mut parts, peer, &mut trace) {
+                Prepared::Answered(response) => Ok((response, None)),
+                // An incomplete handshake (no key) gets the echo's description, as HTTP.
+                Prepared::EchoWebSocket(greeting) => Ok((
+                    websocket::echo::accept(&app.tunnels, &mut parts, greeting)
+                        .unwrap_or_else(echo::json),
+                    None,
+                )),
+                Prepared::Mux => Err(Answer::from(refusal::Refusal::new(
+                    crate::reason::Reason::MuxBadHandshake,
+                    "A multiplexer route answers WebSocket handshakes only.",
+                ))),
+                Prepared::Forward { route, pool } => upstream::forward(
+                    &route.upstream,
+                    &pool,
+                    Request::from_parts(parts, body),
+                    upgrade,
+                    client.request_timer(),
+                    &mut trace,
+                )
+                .await
+                .map_err(Answer::from),
+            };
+            match forwarded {
+                Ok((mut response, tunnel)) => {
+                    // A renewed session reaches the browser on the upstream's answer.
+                    for cookie in cookies {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
+                    if let (Some(tunnel), Some(watch)) = (tunnel, watch) {
+                        let context = websocket::relay::Context {
+                            request_id: trace.request_id.clone(),
+                            route: trace.route.clone(),
+                            access_log: rt.access_log,
+                        };
+                        websocket::relay::spawn(&app.tunnels, tunnel, watch, context);
+                    }
+                    Ok(response)
+                }
+                Err(answer) => Err(answer),
+            }
+        };
         let mut response = match result {
             Ok(response) => response,
             Err(answer) => answer::render(answer, &mut trace, rt.detail),
@@ -152,61 +258,20 @@ pub fn handle(
     }
 }
 
-/// The answer to one request: keyway's own endpoints, or the deciding stages and then the
-/// upstream. An `Err` is what keyway answers itself.
-async fn respond(
-    rt: &Runtime,
-    client: &Client,
-    conn: Conn,
-    mut parts: Parts,
-    body: Incoming,
-    upgrade: bool,
-    trace: &mut Trace,
-) -> Result<Response<Body>, Answer> {
-    admit(rt, &mut parts, conn, trace)?;
-    if let Some(endpoint) = rt.endpoints.find(parts.uri.path()) {
-        // Boxed: forward-auth runs the deciding stages again inside, and every request's
-        // future would otherwise carry that size.
-        let serve = endpoints::serve(endpoint, rt, &mut parts, body, conn, trace);
-        return Err(Box::pin(serve).await);
-    }
-    let mut decision = decide_route(rt, &mut parts, upgrade, conn, Mode::Proxy, trace).await?;
-    let cookies = std::mem::take(&mut decision.cookies);
-    let peer = Peer {
-        client,
-        trusted: conn.trusted,
-    };
-    let mut response = match prepare(decision, rt, &mut parts, peer, trace) {
-        Prepared::Answered(response) => response,
-        Prepared::Forward { route, pool } => {
-            upstream::forward(
-                &route.upstream,
-                &pool,
-                Request::from_parts(parts, body),
-                upgrade,
-                client.request_timer(),
-                trace,
-            )
-            .await?
-        }
-    };
-    // A renewed session reaches the browser on the upstream's answer.
-    for cookie in cookies {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    Ok(response)
-}
-
 /// An allowed request made ready for its upstream.
-pub(crate) enum Prepared {
+pub enum Prepared {
     /// The builtin echo upstream answered.
     Answered(Response<Body>),
     /// The request's head is ready for the route's HTTP upstream and its connections.
     Forward { route: Arc<Route>, pool: Arc<Pool> },
+    /// A multiplexer route: its connection is accepted, not forwarded.
+    Mux,
+    /// A WebSocket handshake to the builtin echo: accepted, greeted with `0`'s description.
+    EchoWebSocket(String),
 }
 
 /// Credential injection and the upstream request's head.
-pub(crate) fn prepare(
+pub fn prepare(
     decision: Decision,
     rt: &Runtime,
     parts: &mut Parts,
@@ -246,13 +311,20 @@ pub(crate) fn prepare(
                 parts.headers.insert(http::header::HOST, host);
             }
         }
-        (None, Target::Echo) => {}
+        (None, Target::Echo | Target::Mux) => {}
     }
     match &upstream.target {
+        // The headers stage kept `Upgrade` only for a WebSocket handshake.
+        Target::Echo if parts.headers.contains_key(http::header::UPGRADE) => {
+            trace.step(Stage::Upstream, "builtin echo accepted the WebSocket");
+            let greeting = echo::describe(parts, upstream, identity.as_ref());
+            Prepared::EchoWebSocket(greeting.to_string())
+        }
         Target::Echo => {
             trace.step(Stage::Upstream, "builtin echo answered");
             Prepared::Answered(echo::respond(parts, upstream, identity.as_ref()))
         }
+        Target::Mux => Prepared::Mux,
         Target::Http { pool, .. } => Prepared::Forward {
             pool: pool.clone(),
             route,

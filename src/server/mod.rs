@@ -25,13 +25,18 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    app: Arc<App>,
 }
 
 impl Running {
     /// Stops accepting, drains in-flight requests (up to `limits.shutdown_grace`), then returns.
+    /// Stops accepting, drains in-flight requests, then closes open WebSocket connections
+    /// (each within `limits.shutdown_grace`), then returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        let grace = self.app.runtime().limits.shutdown_grace;
+        self.app.tunnels.close_all(grace).await;
     }
 }
 
@@ -79,6 +84,7 @@ pub async fn start(app: Arc<App>) -> io::Result<Running> {
         admin_addr,
         stop,
         tasks,
+        app,
     })
 }
 

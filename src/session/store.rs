@@ -39,6 +39,10 @@ pub fn now() -> u64 {
 /// A signed-in browser.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
+    /// keyway's own random id of this sign-in (kept when renewed): what a sign-out in the
+    /// cookie store remembers, since a copy of the cookie cannot be deleted.
+    #[serde(default)]
+    pub id: String,
     pub subject: String,
     #[serde(default)]
     pub groups: Vec<String>,
@@ -367,15 +371,34 @@ impl Sessions {
         }
     }
 
+    /// Cookie store: remembers a signed-out session (by keyway's id and the provider's `sid`),
+    /// so a copy of its cookie is refused by this instance until it would have expired.
+    pub fn forget(&self, session: &Session) {
+        if self.is_redis() {
+            return;
+        }
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        for key in [
+            Some(format!("keyway:{}", session.id)).filter(|_| !session.id.is_empty()),
+            session.sid.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            revoked.sids.insert(key, session.expires_at);
+        }
+    }
+
     fn is_revoked(&self, session: &Session) -> bool {
         let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
         if revoked.sids.is_empty() && revoked.subjects.is_empty() {
             return false;
         }
-        session
-            .sid
-            .as_ref()
-            .is_some_and(|sid| revoked.sids.contains_key(sid))
+        (!session.id.is_empty() && revoked.sids.contains_key(&format!("keyway:{}", session.id)))
+            || session
+                .sid
+                .as_ref()
+                .is_some_and(|sid| revoked.sids.contains_key(sid))
             || revoked
                 .subjects
                 .get(&session.subject)

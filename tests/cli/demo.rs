@@ -140,9 +140,12 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
 
     let mut description = String::new();
     let mut ran = Vec::new();
+    let mut websockets = Vec::new();
     for line in out.lines() {
         if let Some(command) = line.strip_prefix("  ") {
-            if command.starts_with("curl ") {
+            if command.starts_with("new WebSocket(") {
+                websockets.push(command.to_owned());
+            } else if command.starts_with("curl ") {
                 let (status, headers, body) = run_curl(command);
                 ran.push(Ran {
                     description: description.clone(),
@@ -214,6 +217,15 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
             assert_eq!(r.status, expected, "{}", r.context());
             assert_eq!(v["status"], r.status, "{}", r.context());
             match reason.as_str() {
+                "credentials.missing" if d.starts_with("F3") => {
+                    let hint = v["hint"].as_str().unwrap_or("");
+                    assert!(
+                        hint.contains("subprotocol base64url.bearer.authorization.k8s.io."),
+                        "{}",
+                        r.context()
+                    );
+                    seen.insert("f3-refused");
+                }
                 "credentials.missing" => {
                     let detail = v["detail"].as_str().unwrap_or("");
                     assert!(
@@ -272,7 +284,14 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
             }
         }
     }
+    assert_eq!(websockets.len(), 1, "the F3 browser line:\n{out}");
+    for line in &websockets {
+        browser_console_websocket(line).await;
+        seen.insert("f3-websocket");
+    }
     for kind in [
+        "f3-refused",
+        "f3-websocket",
         "f1-underscore",
         "f1-twin",
         "missing",
@@ -307,4 +326,54 @@ async fn demo_prints_curl_commands_that_do_what_they_say() {
             );
         }
     }
+}
+
+/// Does what the printed browser-console line does: `new WebSocket(url, [protocols])`, then
+/// checks the echo's first message (the upstream saw alice, never her token) and an echo.
+async fn browser_console_websocket(line: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let quoted: Vec<&str> = line.split('\'').skip(1).step_by(2).collect();
+    let (url, protocols) = quoted.split_first().expect("a URL and subprotocols");
+    let token_protocol = protocols
+        .iter()
+        .find(|p| p.starts_with("base64url.bearer.authorization.k8s.io."))
+        .expect("the bearer subprotocol");
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        protocols.join(", ").parse().expect("a header value"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(response.status(), 101, "{line}");
+    // A browser fails a handshake that offered subprotocols and had none selected.
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "demo.v1",
+        "{line}"
+    );
+    let Some(Ok(Message::Text(first))) = ws.next().await else {
+        panic!("{line}: no greeting");
+    };
+    let v: Value = serde_json::from_str(&first).expect("a JSON greeting");
+    assert_eq!(v["identity"]["consumer"], "alice", "{first}");
+    assert_eq!(v["headers"]["sec-websocket-protocol"], "demo.v1", "{first}");
+    let token = &token_protocol["base64url.bearer.authorization.k8s.io.".len()..];
+    assert!(
+        !first.contains(token),
+        "the token reached the upstream: {first}"
+    );
+    assert!(v["headers"].get("authorization").is_none(), "{first}");
+    ws.send(Message::text("ping from the console"))
+        .await
+        .expect("send");
+    let Some(Ok(Message::Text(back))) = ws.next().await else {
+        panic!("{line}: no echo");
+    };
+    assert_eq!(back.as_str(), "ping from the console");
+    ws.close(None).await.ok();
 }

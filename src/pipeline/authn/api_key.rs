@@ -125,6 +125,7 @@ impl ApiKeyAuth {
             authenticator_header: self.name_header.clone(),
             claims: None,
             headers: Vec::new(),
+            valid_until: None,
         })
     }
 }

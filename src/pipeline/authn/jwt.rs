@@ -190,7 +190,7 @@ impl JwtAuth {
         {
             self.cache.counted(true);
             return match claims::check_times(&hit.times, &self.rules, now) {
-                Ok(()) => Ok((*hit.identity).clone()),
+                Ok(()) => Ok(self.until((*hit.identity).clone(), &hit.times)),
                 Err(e) => {
                     self.cache.remove(&key);
                     Err(refusal(e))
@@ -209,7 +209,15 @@ impl JwtAuth {
             },
             now,
         );
-        Ok(Arc::unwrap_or_clone(identity))
+        Ok(self.until(Arc::unwrap_or_clone(identity), &times))
+    }
+
+    /// The identity, valid until `exp` plus the leeway (when the token has an `exp`).
+    fn until(&self, mut identity: Identity, times: &Times) -> Identity {
+        identity.valid_until = times
+            .exp
+            .map(|exp| (exp + self.rules.leeway).max(0.0) as u64);
+        identity
     }
 
     fn generation(&self) -> u64 {
@@ -376,6 +384,7 @@ impl JwtAuth {
                 authenticator_header: self.name_header.clone(),
                 claims: Some(Arc::new(claims)),
                 headers,
+                valid_until: None,
             },
             times,
         ))
@@ -402,6 +411,7 @@ impl JwtAuth {
                 authenticator_header: self.name_header.clone(),
                 claims: Some(Arc::new(claims)),
                 headers,
+                valid_until: None,
             },
             times,
         ))

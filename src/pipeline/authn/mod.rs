@@ -34,6 +34,9 @@ pub struct Identity {
     pub claims: Option<Arc<Map<String, Value>>>,
     /// Headers from `claims_to_headers`; they overwrite client-sent headers of the same name.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// When the credential stops being valid (seconds since the epoch): a token's `exp` plus
+    /// the leeway, a session's end. A WebSocket opened with it is closed then.
+    pub valid_until: Option<u64>,
 }
 
 /// An authenticator's name as the X-Keyway-Authenticator value (`None` if it cannot be one).
@@ -276,7 +279,7 @@ pub async fn authenticate(
             cookies: Vec::new(),
         }));
     }
-    Err(missing(route, trace).into())
+    Err(missing(route, parts, trace).into())
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method` (browsers send no
@@ -311,10 +314,11 @@ fn conflicting(auth: &Authenticator, a: &Source, b: &Source, trace: &mut Trace) 
 }
 
 /// `credentials.missing`, naming every place searched and any header the policy removed.
-fn missing(route: &Route, trace: &Trace) -> Refusal {
+fn missing(route: &Route, parts: &Parts, trace: &Trace) -> Refusal {
     let mut detail = String::from("No credential found. Searched: ");
     let mut removed = String::new();
     let mut underscore_header = None;
+    let mut bearer = false;
     for (i, auth) in route.auth.iter().enumerate() {
         for (j, source) in auth.sources().iter().enumerate() {
             if i + j > 0 {
@@ -322,6 +326,7 @@ fn missing(route: &Route, trace: &Trace) -> Refusal {
             }
             let _ = write!(detail, "{source} [authenticator {}]", auth.name());
             if let Source::Header { name, .. } = source {
+                bearer |= name == http::header::AUTHORIZATION;
                 if name.as_str().contains('_') {
                     underscore_header = Some(name.clone());
                 }
@@ -346,7 +351,12 @@ fn missing(route: &Route, trace: &Trace) -> Refusal {
     if let Some(auth) = route.auth.first() {
         refusal.authenticator = Some(auth.name().clone());
     }
+    // The headers stage keeps `Upgrade` only on a WebSocket handshake.
+    let handshake = parts.headers.contains_key(http::header::UPGRADE);
     match underscore_header {
+        _ if bearer && handshake => refusal.hint(
+            "A browser's WebSocket cannot set Authorization: offer the token as the subprotocol base64url.bearer.authorization.k8s.io.<token in unpadded base64url>.",
+        ),
         Some(name) => refusal.hint(format!(
             "Send the credential in {name}; if a proxy in front of keyway drops header names with '_' (nginx does by default), send {} instead.",
             name.as_str().replace('_', "-")

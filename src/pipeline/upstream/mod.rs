@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
 use self::deadline::{RequestTimer, Within};
@@ -22,6 +21,7 @@ use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
 use crate::config::runtime::Upstream;
 use crate::reason::Reason;
+use crate::websocket::relay::Tunnel;
 
 /// A WebSocket handshake (RFC 6455 §4.1): an HTTP/1.1 GET with `Connection: upgrade` and
 /// `Upgrade: websocket`, the only upgrade keyway forwards. Any other (`h2c`, or a list) is not
@@ -49,6 +49,9 @@ fn names_websocket(headers: &http::HeaderMap) -> bool {
     )
 }
 
+/// The upstream's answer, and the two sides of a WebSocket upgrade it accepted.
+pub type Forwarded = (Response<Body>, Option<Tunnel>);
+
 /// Sends the request to the upstream and streams its answer back. The request goes into the
 /// exchange before anything is awaited, so the returned future holds it once.
 pub fn forward<'a>(
@@ -58,7 +61,7 @@ pub fn forward<'a>(
     upgrade: bool,
     timer: Option<&'a RequestTimer>,
     trace: &'a mut Trace,
-) -> impl Future<Output = Result<Response<Body>, Refusal>> + Send + 'a {
+) -> impl Future<Output = Result<Forwarded, Refusal>> + Send + 'a {
     trace.upstream_sending();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -92,7 +95,7 @@ impl<E> Future for Forward<'_, E>
 where
     E: Future<Output = Result<Exchanged, ExchangeError>>,
 {
-    type Output = Result<Response<Body>, Refusal>;
+    type Output = Result<Forwarded, Refusal>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -116,7 +119,7 @@ fn answer(
     request_body: Option<Arc<Progress>>,
     sent: Option<Result<Exchanged, ExchangeError>>,
     trace: &mut Trace,
-) -> Result<Response<Body>, Refusal> {
+) -> Result<Forwarded, Refusal> {
     let (mut response, sender, connection) = match sent {
         Some(Ok(done)) => done,
         Some(Err(err)) if request_body.as_deref().is_some_and(Progress::failed) => {
@@ -149,18 +152,16 @@ fn answer(
         // The connection becomes the tunnel; it is never reused.
         drop(sender);
         let upstream_side = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            if let (Ok(client_io), Ok(upstream_io)) = (client_side.await, upstream_side.await) {
-                let mut client_io = TokioIo::new(client_io);
-                let mut upstream_io = TokioIo::new(upstream_io);
-                let _ = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-            }
-        });
-        return Ok(response.map(|_| Body::empty()));
+        let tunnel = Tunnel {
+            client: client_side,
+            upstream: upstream_side,
+        };
+        return Ok((response.map(|_| Body::empty()), Some(tunnel)));
     }
     strip_response_hop_by_hop(response.headers_mut());
     let lease = Lease::new(sender, pool.clone(), request_body);
-    Ok(response.map(|incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)))))
+    let body = |incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)));
+    Ok((response.map(body), None))
 }
 
 /// A 101 that does not answer the request's WebSocket handshake: never a tunnel.

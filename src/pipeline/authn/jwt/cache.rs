@@ -154,6 +154,7 @@ mod tests {
                 authenticator_header: None,
                 claims: None,
                 headers: Vec::new(),
+                valid_until: None,
             }),
             times: Times {
                 exp: Some(exp),
