@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod echo;
 pub mod endpoints;
 pub mod headers;
+pub mod hop_by_hop;
 pub mod inject;
 pub mod refusal;
 pub mod request_id;
