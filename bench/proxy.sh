@@ -77,6 +77,7 @@ TARGET_RPS_VS_HAPROXY=1.0
 TARGET_P99_VS_NGINX=1.0
 TARGET_P99_VS_HAPROXY=1.0
 TARGET_APIKEY_VS_PLAIN=0.95
+TARGET_LOG_CPU=1.05
 TARGET_PEAK_RSS_MB=30
 # JWT rows (issue #3): same tokens for keyway and HAProxy's jwt_verify
 TARGET_JWT_HS_VS_HAPROXY=1.3
@@ -449,8 +450,9 @@ if [[ $SKIP_KEYWAY != 1 ]]; then
 fi
 
 # -------------------------------------------------------------------- ports --
-ports=$(free_ports 8) || die "cannot allocate free ports"
-read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD P_FLOOR P_RELAY <<<"$ports"
+ports=$(free_ports 10) || die "cannot allocate free ports"
+read -r P_UPSTREAM P_NGINX P_HAPROXY P_KEYWAY P_HAPROXY_JWT P_NGINX_FWD P_FLOOR P_RELAY \
+    P_NGINX_LOG P_KEYWAY_LOG <<<"$ports"
 [[ -n ${P_RELAY:-} ]] || die "cannot allocate free ports (got: $ports)"
 
 # ---------------------------------------------------------------- jwt keys --
@@ -558,12 +560,23 @@ nginx_conf nginx-proxy "
             proxy_set_header X-Request-Id \$request_id;
             add_header X-Request-Id \$request_id;
         }
+    }
+    # The access log on, as production keeps it: nginx's default format, buffered.
+    server {
+        listen 127.0.0.1:$P_NGINX_LOG;
+        access_log $TMP/nginx-access.log combined buffer=64k flush=1s;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
     }"
 start_nginx nginx-proxy "${PIN_PROXY[@]}"
 PID_NGINX=$LAST_PID
 wait_http "nginx proxy" "http://127.0.0.1:$P_NGINX/" "$PID_NGINX"
 expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX/"
 expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX_FWD/"
+expect_status "nginx-proxy" 200 "http://127.0.0.1:$P_NGINX_LOG/"
 
 # ----------------------------------------------------------------- haproxy --
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -649,6 +662,13 @@ EOF
     start_bg keyway "$TMP/keyway.log" "${PIN_PROXY[@]}" "$KEYWAY_BIN" run -c "$TMP/keyway.yaml"
     PID_KEYWAY=$LAST_PID
     wait_http "keyway" "http://127.0.0.1:$P_KEYWAY/" "$PID_KEYWAY"
+    # The same keyway with its access log on, written to a file as nginx's is.
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$P_KEYWAY_LOG/" \
+        -e "s|^access_log: false|access_log: {path: $TMP/keyway-access.log}|" \
+        "$TMP/keyway.yaml" >"$TMP/keyway-log.yaml"
+    start_bg keyway-log "$TMP/keyway-log.log" "${PIN_PROXY[@]}" "$KEYWAY_BIN" run -c "$TMP/keyway-log.yaml"
+    PID_KEYWAY_LOG=$LAST_PID
+    wait_http "keyway-log" "http://127.0.0.1:$P_KEYWAY_LOG/" "$PID_KEYWAY_LOG"
     # For reference only (no target): hyper and tokio as keyway uses them, with no keyway stage.
     start_bg hyper-floor "$TMP/hyper-floor.log" "${PIN_PROXY[@]}" "$FLOOR_BIN" \
         "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_UPSTREAM"
@@ -675,7 +695,7 @@ fi
 # The process whose CPU time each target's requests cost (nginx: its one worker).
 PID_NGINX_WORKER=$(child_pids "$PID_NGINX" | head -n 1)
 [[ -n $PID_NGINX_WORKER ]] || die "cannot find nginx proxy worker pid"
-for name in nginx nginx-fwd-headers; do CPU_PID[$name]=$PID_NGINX_WORKER; done
+for name in nginx nginx-fwd-headers nginx-log; do CPU_PID[$name]=$PID_NGINX_WORKER; done
 for name in haproxy haproxy-jwt-hs256 haproxy-jwt-rs256; do CPU_PID[$name]=$PID_HAPROXY; done
 if [[ $SKIP_KEYWAY != 1 ]]; then
     CPU_PID[hyper-floor]=$PID_FLOOR
@@ -683,16 +703,19 @@ if [[ $SKIP_KEYWAY != 1 ]]; then
     for name in keyway keyway-apikey keyway-jwt-hs256 keyway-jwt-rs256; do
         CPU_PID[$name]=$PID_KEYWAY
     done
+    CPU_PID[keyway-log]=$PID_KEYWAY_LOG
 fi
 # all_targets: one round over every target, in a fixed order.
 all_targets() {
     bench_target nginx "http://127.0.0.1:$P_NGINX/"
     bench_target nginx-fwd-headers "http://127.0.0.1:$P_NGINX_FWD/"
+    bench_target nginx-log "http://127.0.0.1:$P_NGINX_LOG/"
     bench_target haproxy "http://127.0.0.1:$P_HAPROXY/"
     if [[ $SKIP_KEYWAY != 1 ]]; then
         bench_target hyper-floor "http://127.0.0.1:$P_FLOOR/"
         bench_target relay-floor "http://127.0.0.1:$P_RELAY/"
         bench_target keyway "http://127.0.0.1:$P_KEYWAY/"
+        bench_target keyway-log "http://127.0.0.1:$P_KEYWAY_LOG/"
         bench_target keyway-apikey "http://127.0.0.1:$P_KEYWAY/keyed/x" -H "x-api-key: $API_KEY"
     fi
     bench_target haproxy-jwt-hs256 "http://127.0.0.1:$P_HAPROXY_JWT/jwt-hs/x" -H "Authorization: Bearer $TOKEN_HS"
@@ -791,6 +814,17 @@ printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "key
     "$(ratio "$(val CPU keyway)" "$(val CPU nginx)")"
 printf '  %-36s %9s   (reference: CPU time per request, lower is better)\n' "keyway/hyper-floor cpu per request" \
     "$(ratio "$(val CPU keyway)" "$(val CPU hyper-floor)")"
+check_ratio "keyway-log/keyway cpu per request" "$(ratio "$(val CPU keyway-log)" "$(val CPU keyway)")" "<=" "$TARGET_LOG_CPU"
+printf '  %-36s %9s   (reference: the buffered access log of nginx)\n' "nginx-log/nginx cpu per request" \
+    "$(ratio "$(val CPU nginx-log)" "$(val CPU nginx)")"
+if [[ $SKIP_KEYWAY != 1 ]]; then
+    # Every request has its line, complete and parseable (the log is flushed within a second).
+    sleep 1.5
+    LOG_LINES=$(wc -l <"$TMP/keyway-access.log")
+    LOG_BAD=$(grep -cv '^{"timestamp":".*","target":"keyway::access"}$' "$TMP/keyway-access.log" || true)
+    printf '  %-36s %9s   (%s lines not whole JSON)\n' "keyway access log lines" "$LOG_LINES" "$LOG_BAD"
+    [[ $LOG_BAD == 0 ]] || N_MISS=$((N_MISS + 1))
+fi
 check_ratio "keyway peak RSS MB, $IDLE_CONNS idle conns" "$(kb_to_mb "$(val IDLE_HWM keyway)")" "<=" "$TARGET_PEAK_RSS_MB"
 echo
 echo "summary: $N_PASS PASS, $N_MISS MISS, $N_NA n/a"

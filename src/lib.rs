@@ -9,6 +9,7 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod cli;

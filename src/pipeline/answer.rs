@@ -123,6 +123,44 @@ pub fn render(answer: Answer, trace: &mut Trace, detail: DetailLevel) -> Respons
     response
 }
 
+/// `answer` as HTTP/1.1 bytes, for a connection whose head hyper's parser refused (hyper then
+/// writes its own bare answer, which keyway replaces): the response `render` gives, with the
+/// request id, and the connection closed after it.
+pub fn render_http1(answer: Answer, trace: &mut Trace, detail: DetailLevel) -> Vec<u8> {
+    let response = render(answer, trace, detail);
+    let status = response.status();
+    let (mut parts, body) = response.into_parts();
+    let body = match body {
+        Body::Full(Some(bytes)) => bytes,
+        _ => Default::default(),
+    };
+    parts.headers.insert(
+        super::request_id::X_REQUEST_ID.clone(),
+        trace.request_id.header_value().clone(),
+    );
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, body.len().into());
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Answers that depend on who asked (a sign-in, a session cookie) must not be cached.
 fn no_store(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

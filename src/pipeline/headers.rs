@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::hop_by_hop;
 use super::refusal::Refusal;
 use super::trace::{RemovalCause, Stage, Trace};
 use super::upstream::deadline::RequestTimer;
@@ -16,12 +17,22 @@ use crate::config::file::UnderscorePolicy;
 use crate::reason::Reason;
 use crate::session::cookie::{CookieJar, strip_prefixed};
 
+/// Put in a request's extensions by the server when the raw head carried conflicting framing
+/// (hyper drops Content-Length when Transfer-Encoding is present, so the head says no more).
+#[derive(Clone, Copy, Debug)]
+pub struct ConflictingFraming;
+
 /// Prefixes of headers only keyway may set towards an upstream.
 const IDENTITY_PREFIXES: [&str; 2] = ["x-keyway-", "x-auth-request-"];
 /// Prefixes and names keyway sets, strips or rewrites: a client spelling that folds to one of
-/// these is removed.
+/// these is removed, and no claim may be mapped to one.
 const GUARDED_PREFIXES: [&str; 3] = ["x-keyway-", "x-auth-request-", "x-forwarded-"];
 const GUARDED_NAMES: [&str; 2] = ["forwarded", "x-real-ip"];
+
+/// Whether keyway sets, strips or rewrites the header `folded` (lower-case, `_` as `-`).
+pub fn keyway_owned(folded: &str) -> bool {
+    GUARDED_PREFIXES.iter().any(|p| folded.starts_with(p)) || GUARDED_NAMES.contains(&folded)
+}
 
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
@@ -50,9 +61,7 @@ pub fn fold(name: &str) -> Cow<'_, str> {
 
 impl HeaderPolicy {
     fn is_guarded(&self, folded: &str) -> bool {
-        GUARDED_PREFIXES.iter().any(|p| folded.starts_with(p))
-            || GUARDED_NAMES.contains(&folded)
-            || self.guarded.contains(folded)
+        keyway_owned(folded) || self.guarded.contains(folded)
     }
 
     /// Limits stage: header size and count, and framing that smuggling relies on.
@@ -91,10 +100,7 @@ impl HeaderPolicy {
         }
         // hyper drops Content-Length when Transfer-Encoding is present; the connection's framing
         // scanner saw the original head.
-        let conflicting = parts
-            .extensions
-            .get::<crate::server::framing::ConflictingFraming>()
-            .is_some()
+        let conflicting = parts.extensions.get::<ConflictingFraming>().is_some()
             || (headers.contains_key(header::TRANSFER_ENCODING)
                 && headers.contains_key(header::CONTENT_LENGTH));
         if conflicting {
@@ -124,7 +130,9 @@ impl HeaderPolicy {
             remove_identity_headers(headers, &self.claim_headers, trace);
         }
         if found.hop_by_hop {
-            remove_listed_and_hop_by_hop(headers, upgrade, trace);
+            hop_by_hop::strip(headers, upgrade, |name| {
+                trace.removed(name.as_str(), RemovalCause::HopByHop)
+            });
         }
         if upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -167,7 +175,7 @@ impl HeaderPolicy {
                     found.identity |= IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p))
                 }
                 Some(b'c' | b'h' | b'k' | b'p' | b't' | b'u') => {
-                    found.hop_by_hop |= is_hop_by_hop(text)
+                    found.hop_by_hop |= hop_by_hop::is_hop_by_hop(text)
                 }
                 _ => {}
             }
@@ -266,24 +274,6 @@ fn is_identity_header(name: &HeaderName, claim_headers: &[HeaderName]) -> bool {
     IDENTITY_PREFIXES.iter().any(|p| text.starts_with(p)) || claim_headers.contains(name)
 }
 
-/// Hop-by-hop by definition (RFC 9110 §7.6.1), or `Upgrade`, which only an upgrade keeps, or
-/// `HTTP2-Settings`, which belongs to an `Upgrade: h2c` keyway never forwards (RFC 7540 §3.2.1).
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "http2-settings"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
 fn remove_identity_headers(
     headers: &mut HeaderMap,
     claim_headers: &[HeaderName],
@@ -301,31 +291,6 @@ fn remove_identity_headers(
             Stage::Headers,
             format!("removed client-sent identity header {name}"),
         );
-    }
-}
-
-/// Removes hop-by-hop headers and those listed in `Connection` (RFC 9110 §7.6.1). An upgrade
-/// keeps `Upgrade`.
-fn remove_listed_and_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, trace: &mut Trace) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    // `is_hop_by_hop` is the one list of these names; `Upgrade` stays for an upgrade.
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k.as_str()) && !(upgrade && *k == header::UPGRADE))
-        .cloned()
-        .collect();
-    for name in listed.iter().chain(&present) {
-        let recorded = name != header::CONNECTION && name != header::UPGRADE;
-        if headers.remove(name).is_some() && recorded {
-            trace.removed(name.as_str(), RemovalCause::HopByHop);
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod dry_run;
 pub mod echo;
 pub mod endpoints;
 pub mod headers;
+pub mod hop_by_hop;
 pub mod inject;
 pub mod refusal;
 pub mod request_id;

@@ -19,12 +19,13 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::drain::Drain;
-use super::framing::{ConflictingFraming, FramingFlag};
+use super::framing::FramingFlag;
 use super::guarded_io::GuardedIo;
 use crate::app::App;
 use crate::config::runtime::Runtime;
 use crate::pipeline;
 use crate::pipeline::headers::Client;
+use crate::pipeline::headers::ConflictingFraming;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

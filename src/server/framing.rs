@@ -31,10 +31,6 @@ impl FramingFlag {
     }
 }
 
-/// Marker put in a request's extensions when its connection carried conflicting framing.
-#[derive(Clone, Copy, Debug)]
-pub struct ConflictingFraming;
-
 const MAX_HEAD: usize = 256 * 1024;
 const MAX_CHUNK_LINE: usize = 1024;
 

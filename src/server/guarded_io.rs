@@ -19,7 +19,8 @@ use tokio::time::{Instant, Sleep};
 use super::framing::{FramingFlag, FramingScanner};
 use super::part_waker::PartWaker;
 use crate::app::App;
-use crate::pipeline::refusal::{Refusal, problem_body};
+use crate::pipeline::answer;
+use crate::pipeline::refusal::Refusal;
 use crate::pipeline::request_id;
 use crate::pipeline::trace::{RequestPath, Stage, Trace};
 use crate::reason::Reason;
@@ -140,20 +141,8 @@ fn refuse(app: &App, reason: Reason) -> Vec<u8> {
     let mut trace = Trace::start(request_id::mint(), method, RequestPath::default());
     trace.step(Stage::Limits, "refused by the HTTP parser");
     let refusal = Refusal::new(reason, detail);
-    let body = problem_body(&refusal, &trace, rt.detail);
-    let status = reason.status();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-keyway-reason: {}\r\nx-request-id: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        reason.code(),
-        trace.request_id,
-        body.len()
-    )
-    .into_bytes();
-    head.extend_from_slice(&body);
-    trace.status = status.as_u16();
-    trace.refusal = Some(refusal);
+    let head = answer::render_http1(refusal.into(), &mut trace, rt.detail);
+    trace.status = reason.status().as_u16();
     app.record(&trace, &rt);
     head
 }

@@ -325,6 +325,66 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     gw.stop().await;
 }
 
+/// The same table applies to responses: an upstream's hop-by-hop headers, and those its
+/// `Connection` names, do not reach the client; end-to-end ones do. The upstream writes its
+/// response by hand so that no HTTP library tidies it first.
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_not_returned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        head.clear();
+                        let response = "HTTP/1.1 200 OK\r\n\
+                            Connection: keep-alive, x-upstream-hop\r\n\
+                            X-Upstream-Hop: for-keyway-only\r\n\
+                            Keep-Alive: timeout=5\r\n\
+                            Proxy-Authenticate: Basic realm=\"upstream-proxy\"\r\n\
+                            Proxy-Connection: keep-alive\r\n\
+                            TE: trailers\r\n\
+                            X-End-To-End: kept\r\n\
+                            Content-Length: 2\r\n\r\nok";
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let gw = start(&public_config(&format!("http://{addr}"), "")).await;
+    let answer = get(&gw.url("/x"), &[]).await;
+    assert_eq!(answer.status, 200);
+    for name in [
+        "x-upstream-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+    ] {
+        assert!(
+            answer.headers.get(name).is_none(),
+            "{name} reached the client: {:?}",
+            answer.headers
+        );
+    }
+    assert_eq!(answer.header("x-end-to-end"), "kept");
+    gw.stop().await;
+}
+
 const CLIENT_CHAIN: [(&str, &str); 6] = [
     ("host", "gw.example"),
     ("x-forwarded-for", "203.0.113.9"),

@@ -17,6 +17,7 @@ use pin_project_lite::pin_project;
 use self::deadline::{RequestTimer, Within};
 use self::pool::{ConnectError, Lease, Pool, Sender};
 use super::body::{Body, Progress, RequestBody, UpstreamBody};
+use super::hop_by_hop;
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
 use crate::config::runtime::Upstream;
@@ -158,7 +159,9 @@ fn answer(
         };
         return Ok((response.map(|_| Body::empty()), Some(tunnel)));
     }
-    strip_response_hop_by_hop(response.headers_mut());
+    if hop_by_hop::any(response.headers()) {
+        hop_by_hop::strip(response.headers_mut(), false, |_| {});
+    }
     let lease = Lease::new(sender, pool.clone(), request_body);
     let body = |incoming| Body::Upstream(UpstreamBody::new(incoming, Some(lease)));
     Ok((response.map(body), None))
@@ -380,24 +383,6 @@ fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refus
         ),
     )
     .hint(hint)
-}
-
-/// Response headers that describe the upstream connection, not the message.
-fn is_response_hop_by_hop(name: &http::HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TRAILER
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-fn strip_response_hop_by_hop(headers: &mut http::HeaderMap) {
-    // A scan of the names, and a removal (which hashes) only for one that is there: usually
-    // just the upstream's `Connection: keep-alive`.
-    while let Some(name) = headers.keys().find(|k| is_response_hop_by_hop(k)).cloned() {
-        headers.remove(name);
-    }
 }
 
 pub fn human(d: Duration) -> String {

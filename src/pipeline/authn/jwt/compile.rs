@@ -22,8 +22,9 @@ const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 
-/// Headers `claims_to_headers` may not set: keyway owns them, or they frame the request.
-const RESERVED_HEADERS: [&str; 11] = [
+/// Headers `claims_to_headers` may not set besides keyway's own (`headers::keyway_owned`):
+/// they carry credentials, route, or frame the request.
+const RESERVED_HEADERS: [&str; 9] = [
     "host",
     "authorization",
     "cookie",
@@ -32,11 +33,8 @@ const RESERVED_HEADERS: [&str; 11] = [
     "transfer-encoding",
     "te",
     "upgrade",
-    "forwarded",
-    "x-real-ip",
     "x-request-id",
 ];
-const RESERVED_PREFIXES: [&str; 3] = ["x-keyway-", "x-auth-request-", "x-forwarded-"];
 
 pub fn compile(
     name: &Arc<str>,
@@ -255,7 +253,7 @@ pub fn compile_claim_headers(
         let lower = name.as_str();
         let folded = lower.replace('_', "-");
         if RESERVED_HEADERS.contains(&folded.as_str())
-            || RESERVED_PREFIXES.iter().any(|p| folded.starts_with(p))
+            || crate::pipeline::headers::keyway_owned(&folded)
         {
             err(
                 &key,
