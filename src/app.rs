@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::access_log::{self, AccessLog};
 use crate::admin::decisions::Decisions;
-use crate::config::runtime::Runtime;
+use crate::config::runtime::{AccessLogDestination, Runtime};
 use crate::config::{self, ConfigError, Source, Warning};
 use crate::metrics::Metrics;
 use crate::pipeline::trace::Trace;
@@ -16,6 +17,8 @@ pub struct App {
     runtime: Arc<ArcSwap<Runtime>>,
     pub source: Source,
     pub metrics: Metrics,
+    /// Its destination follows the config; a config without one leaves it idle.
+    pub access_log: AccessLog,
     /// The recent decisions (`GET /decisions`, the decision page).
     pub decisions: Decisions,
     /// Open WebSocket connections (shutdown closes and waits for them).
@@ -24,8 +27,13 @@ pub struct App {
 
 impl App {
     pub fn new(runtime: Runtime, source: Source) -> Arc<App> {
+        let destination = runtime
+            .access_log
+            .clone()
+            .unwrap_or(AccessLogDestination::Stderr);
         let runtime = Arc::new(ArcSwap::from_pointee(runtime));
         Arc::new(App {
+            access_log: AccessLog::start(destination, access_log::format()),
             metrics: Metrics::with_runtime(runtime.clone()),
             runtime,
             source,
@@ -45,6 +53,13 @@ impl App {
             Ok(loaded) => {
                 // Reload runs inside the server's runtime (SIGHUP handler, admin endpoint).
                 loaded.runtime.authenticators.iter().for_each(|a| a.start());
+                // Lines of the old config are written before any of the new one's.
+                self.access_log.flush();
+                if let Some(destination) = &loaded.runtime.access_log
+                    && *destination != self.access_log.destination()
+                {
+                    self.access_log.reopen(Some(destination.clone()));
+                }
                 self.runtime.store(Arc::new(loaded.runtime));
                 self.metrics.reloaded(true);
                 // Open WebSocket connections go on with the credentials they were opened with.
@@ -70,22 +85,8 @@ impl App {
         // One clock read for the three views.
         let elapsed_us = trace.elapsed_us();
         self.metrics.observe(trace, elapsed_us);
-        if rt.access_log {
-            let id = trace.identity.as_ref();
-            tracing::info!(
-                target: "keyway::access",
-                request_id = %trace.request_id,
-                method = %trace.method,
-                path = %trace.path,
-                route = trace.route.as_deref().unwrap_or(""),
-                status = trace.status,
-                reason = trace.reason_code(),
-                authenticator = id.map_or("", |i| &*i.authenticator),
-                consumer = id.and_then(|i| i.consumer.as_deref()).unwrap_or(""),
-                credential_source = id.map_or("", |i| &*i.source),
-                duration_us = elapsed_us,
-                "request"
-            );
+        if rt.access_log.is_some() {
+            self.access_log.request(trace, elapsed_us);
         }
         self.decisions.record(trace, elapsed_us);
     }

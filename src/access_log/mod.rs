@@ -7,11 +7,24 @@ mod line;
 mod writer;
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 pub use line::Format;
 pub use writer::Destination;
 
 use crate::pipeline::trace::Trace;
+
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Sets the line format for the process (`--log-format`), as the other logs' subscriber is
+/// set once; JSON when never set.
+pub fn set_format(format: Format) {
+    let _ = FORMAT.set(format);
+}
+
+pub fn format() -> Format {
+    FORMAT.get().copied().unwrap_or(Format::Json)
+}
 
 pub struct AccessLog {
     writer: writer::Writer,
@@ -23,11 +36,11 @@ thread_local! {
 }
 
 impl AccessLog {
-    pub fn start(destination: Destination, format: Format) -> std::io::Result<AccessLog> {
-        Ok(AccessLog {
-            writer: writer::Writer::start(destination)?,
+    pub fn start(destination: Destination, format: Format) -> AccessLog {
+        AccessLog {
+            writer: writer::Writer::start(destination),
             format,
-        })
+        }
     }
 
     /// The line for a finished request.

@@ -5,7 +5,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,12 +21,7 @@ const PIPE_BUF: usize = 4096;
 /// How long `flush` waits for a stuck destination.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Stderr,
-    /// Appended to; reopened by `reopen` (SIGUSR1, after logrotate moved it).
-    File(PathBuf),
-}
+pub use crate::config::runtime::AccessLogDestination as Destination;
 
 pub struct Writer {
     shared: Arc<Shared>,
@@ -54,10 +48,10 @@ struct State {
 }
 
 impl Writer {
-    /// Starts the thread. A file that cannot be opened is an error here; later (a reopen) it
-    /// is reported on stderr and lines go on being dropped and counted until it opens.
-    pub fn start(destination: Destination) -> io::Result<Writer> {
-        let out = open(&destination)?;
+    /// Starts the thread. A file that cannot be opened (config checking opened it already)
+    /// is reported on stderr, and its lines are dropped and counted until a reopen succeeds.
+    pub fn start(destination: Destination) -> Writer {
+        let out = open_or_report(&destination);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pending: Vec::with_capacity(WAKE_AT * 2),
@@ -72,10 +66,15 @@ impl Writer {
             dropped: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
+        if let Err(e) = std::thread::Builder::new()
             .name("keyway-access-log".into())
-            .spawn(move || run(&thread_shared, out))?;
-        Ok(Writer { shared })
+            .spawn(move || run(&thread_shared, out))
+        {
+            // Without its thread nothing is written: lines are dropped and counted.
+            eprintln!("keyway: cannot start the access log's writer thread: {e}");
+            lock(&shared.state).stop = true;
+        }
+        Writer { shared }
     }
 
     /// Appends one or more complete lines.
@@ -160,6 +159,15 @@ fn open(destination: &Destination) -> io::Result<Output> {
     })
 }
 
+fn open_or_report(destination: &Destination) -> Output {
+    open(destination).unwrap_or_else(|e| {
+        eprintln!(
+            "keyway: the access log cannot be opened ({e}); its lines are dropped and counted until a reopen (SIGUSR1) succeeds"
+        );
+        Output::Broken
+    })
+}
+
 enum Output {
     Stderr,
     File(File),
@@ -168,26 +176,27 @@ enum Output {
 }
 
 impl Output {
+    /// Writes whole lines; those a failing destination (a full disk) did not take are counted
+    /// as dropped.
     fn write(&mut self, batch: &[u8], shared: &Shared) {
-        match self {
-            Output::Stderr => {
-                let mut stderr = io::stderr().lock();
-                let mut rest = batch;
-                while !rest.is_empty() {
-                    let cut = chunk_end(rest);
-                    if stderr.write_all(&rest[..cut]).is_err() {
-                        return;
-                    }
-                    rest = &rest[cut..];
-                }
-            }
-            Output::File(file) => {
-                let _ = file.write_all(batch);
-            }
-            Output::Broken => {
-                let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut rest = batch;
+        while !rest.is_empty() {
+            // stderr is shared with the other logs: chunks small enough not to interleave.
+            let cut = match self {
+                Output::Stderr => chunk_end(rest),
+                _ => rest.len(),
+            };
+            let written = match self {
+                Output::Stderr => io::stderr().lock().write_all(&rest[..cut]),
+                Output::File(file) => file.write_all(&rest[..cut]),
+                Output::Broken => Err(io::ErrorKind::NotConnected.into()),
+            };
+            if written.is_err() {
+                let lines = memchr::memchr_iter(b'\n', rest).count() as u64;
                 shared.dropped.fetch_add(lines, Ordering::Relaxed);
+                return;
             }
+            rest = &rest[cut..];
         }
     }
 }
@@ -224,10 +233,7 @@ fn run(shared: &Shared, mut out: Output) {
         let reopen = std::mem::take(&mut state.reopen).then(|| state.destination.clone());
         drop(state);
         if let Some(destination) = reopen {
-            out = open(&destination).unwrap_or_else(|e| {
-                eprintln!("keyway: the access log cannot be reopened ({e}); lines are dropped and counted until it can");
-                Output::Broken
-            });
+            out = open_or_report(&destination);
         }
         if !batch.is_empty() {
             out.write(&batch, shared);
@@ -266,7 +272,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("keyway-al-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
-        let writer = Writer::start(Destination::File(path.clone())).unwrap();
+        let writer = Writer::start(Destination::File(path.clone()));
         for i in 0..10_000 {
             writer.append(format!("{i}\n").as_bytes());
         }

@@ -204,6 +204,10 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .finish(std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    crate::access_log::set_format(match format {
+        LogFormat::Json => crate::access_log::Format::Json,
+        LogFormat::Text => crate::access_log::Format::Text,
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -54,6 +54,8 @@ pub fn serve_then(
         wait_for_shutdown(&app).await;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
+        // Every line buffered so far, the drained requests' included.
+        app.access_log.flush();
         ExitCode::SUCCESS
     })
 }
@@ -61,10 +63,11 @@ pub fn serve_then(
 #[cfg(unix)]
 async fn wait_for_shutdown(app: &Arc<App>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
@@ -76,6 +79,10 @@ async fn wait_for_shutdown(app: &Arc<App>) {
             _ = hup.recv() => {
                 // Errors are logged by reload; the running config stays.
                 let _ = app.reload();
+            }
+            // logrotate moved the access log away: write to a new file at its path.
+            _ = usr1.recv() => {
+                app.access_log.reopen(None);
             }
         }
     }

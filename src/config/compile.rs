@@ -11,10 +11,12 @@ use ipnet::IpNet;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{
-    AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig, OnUnauthenticated, RouteFile,
-    SpellingFile, UpstreamFile, Workers,
+    AccessLogFile, AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig,
+    OnUnauthenticated, RouteFile, SpellingFile, UpstreamFile, Workers,
 };
-use super::runtime::{Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream};
+use super::runtime::{
+    AccessLogDestination, Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream,
+};
 use super::types::Text;
 use super::{ConfigError, Loaded, Warning, lint};
 use crate::pipeline::authn::source::Source;
@@ -144,6 +146,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
             .shutdown_grace
             .map_or(Duration::from_secs(30), |d| d.0),
     };
+    let access_log = compile_access_log(file.access_log.as_ref(), &mut d);
     let runtime = Runtime {
         listen,
         tls,
@@ -157,7 +160,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
         limits,
         trusted_proxies,
         detail: file.errors.detail,
-        access_log: file.access_log.unwrap_or(true),
+        access_log,
         router: Router::new(routes),
         upstreams: upstreams.into_values().collect(),
         endpoints: Endpoints::new(&authenticators.values().cloned().collect::<Vec<_>>()),
@@ -213,6 +216,36 @@ fn compile_listen(file: &FileConfig, d: &mut Diagnostics) -> Vec<SocketAddr> {
         .enumerate()
         .filter_map(|(i, t)| parse_addr(t, at, &format!("listen[{i}]"), d))
         .collect()
+}
+
+/// Where access lines go. A file is opened (created) now, as nginx does when checking its
+/// config, so that a path keyway cannot write is an error before any traffic.
+fn compile_access_log(
+    file: Option<&Spanned<AccessLogFile>>,
+    d: &mut Diagnostics,
+) -> Option<AccessLogDestination> {
+    let Some(spanned) = file else {
+        return Some(AccessLogDestination::Stderr);
+    };
+    match &spanned.value {
+        AccessLogFile::On(true) => Some(AccessLogDestination::Stderr),
+        AccessLogFile::On(false) => None,
+        AccessLogFile::To(to) => {
+            let path = super::interpolate::resolve_path(&to.path.0);
+            if let Err(e) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                d.error(
+                    Some(&spanned.referenced),
+                    "access_log.path",
+                    format!("cannot open {} for appending: {e}", path.display()),
+                );
+            }
+            Some(AccessLogDestination::File(path))
+        }
+    }
 }
 
 fn compile_tls(

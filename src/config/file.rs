@@ -28,8 +28,10 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Spanned<Vec<Text>>>,
     #[serde(default)]
     pub errors: ErrorsFile,
-    /// One JSON access-log line per request (default true).
-    pub access_log: Option<bool>,
+    /// One JSON access-log line per request: `true` (stderr, the default), `false`, or
+    /// `{path: FILE}` (appended to; SIGUSR1 reopens it).
+    #[schemars(with = "Option<AccessLogFile>")]
+    pub access_log: Option<Spanned<AccessLogFile>>,
     #[serde(default)]
     pub limits: LimitsFile,
     /// How path spellings that upstreams read differently are treated.
@@ -372,6 +374,20 @@ pub enum RefuseWithFile {
     #[default]
     Status,
     Close,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AccessLogFile {
+    On(bool),
+    To(AccessLogToFile),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogToFile {
+    /// The file the lines are appended to (relative to the config file's folder).
+    pub path: Text,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,6 +1,7 @@
 //! The compiled, immutable configuration requests are served with. Swapped whole on reload.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ pub struct Runtime {
     pub limits: Limits,
     pub trusted_proxies: Vec<IpNet>,
     pub detail: DetailLevel,
-    pub access_log: bool,
+    /// Where access lines go; `None`: no access log.
+    pub access_log: Option<AccessLogDestination>,
     pub router: Router,
     pub upstreams: Vec<Arc<Upstream>>,
     pub authenticators: Vec<Arc<Authenticator>>,
@@ -165,4 +167,12 @@ impl Upstream {
             Target::Mux => "keyway:mux".to_owned(),
         }
     }
+}
+
+/// Where the access log is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogDestination {
+    Stderr,
+    /// Appended to; reopened on SIGUSR1 (after logrotate moved it).
+    File(PathBuf),
 }

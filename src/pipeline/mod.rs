@@ -234,7 +234,7 @@ pub fn handle(
                         let context = websocket::relay::Context {
                             request_id: trace.request_id.clone(),
                             route: trace.route.clone(),
-                            access_log: rt.access_log,
+                            app: rt.access_log.is_some().then(|| app.clone()),
                         };
                         websocket::relay::spawn(&app.tunnels, tunnel, watch, context);
                     }

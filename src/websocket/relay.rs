@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::pump::{self, Stopped};
 use super::tunnels::Tunnels;
+use crate::access_log::WebSocketClosed;
+use crate::app::App;
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::request_id::RequestId;
 use crate::reason::Reason;
@@ -85,11 +87,11 @@ impl Watch {
     }
 }
 
-/// Who the connection's log line names.
+/// Who the connection's log line names, and the log (when the config keeps one).
 pub struct Context {
     pub request_id: RequestId,
     pub route: Option<Arc<str>>,
-    pub access_log: bool,
+    pub app: Option<Arc<App>>,
 }
 
 pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Context) {
@@ -111,17 +113,15 @@ pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Cont
         } else {
             bytes(client, upstream, &mut stopping).await
         };
-        if context.access_log {
-            tracing::info!(
-                target: "keyway::access",
-                request_id = %context.request_id,
-                route = context.route.as_deref().unwrap_or(""),
-                relay = mode,
-                ended = ended.why,
-                close_code = ended.code,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "websocket closed"
-            );
+        if let Some(app) = &context.app {
+            app.access_log.websocket_closed(&WebSocketClosed {
+                request_id: context.request_id.as_str(),
+                route: context.route.as_deref().unwrap_or(""),
+                relay: mode,
+                ended: ended.why,
+                close_code: ended.code,
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
         }
         drop(open);
     });
