@@ -32,9 +32,14 @@ impl App {
             .clone()
             .unwrap_or(AccessLogDestination::Stderr);
         let runtime = Arc::new(ArcSwap::from_pointee(runtime));
+        let metrics = Metrics::with_runtime(runtime.clone());
         Arc::new(App {
-            access_log: AccessLog::start(destination, access_log::format()),
-            metrics: Metrics::with_runtime(runtime.clone()),
+            access_log: AccessLog::start(
+                destination,
+                access_log::format(),
+                metrics.access_log_dropped.clone(),
+            ),
+            metrics,
             runtime,
             source,
             decisions: Decisions::default(),

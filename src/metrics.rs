@@ -69,6 +69,8 @@ struct ReasonLabels {
 }
 
 pub struct Metrics {
+    /// Given to the access log's writer, which counts the lines it drops.
+    pub access_log_dropped: Counter,
     /// Tells this registry's handles apart in the per-thread cache (many gateways per process).
     id: u64,
     registry: Registry,
@@ -182,6 +184,12 @@ impl Metrics {
         if let Some(runtime) = runtime {
             registry.register_collector(Box::new(AuthnCollector(runtime)));
         }
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the destination did not keep up or failed",
+            access_log_dropped.clone(),
+        );
         let mux_open = Gauge::default();
         registry.register(
             "mux_streams_open",
@@ -203,6 +211,7 @@ impl Metrics {
         });
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            access_log_dropped,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,

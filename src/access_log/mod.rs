@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 pub use line::Format;
+use prometheus_client::metrics::counter::Counter;
 pub use writer::Destination;
 
 use crate::pipeline::trace::Trace;
@@ -36,9 +37,10 @@ thread_local! {
 }
 
 impl AccessLog {
-    pub fn start(destination: Destination, format: Format) -> AccessLog {
+    /// `dropped` counts the lines a slow or failing destination made it drop.
+    pub fn start(destination: Destination, format: Format, dropped: Counter) -> AccessLog {
         AccessLog {
-            writer: writer::Writer::start(destination),
+            writer: writer::Writer::start(destination, dropped),
             format,
         }
     }

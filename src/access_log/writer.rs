@@ -5,9 +5,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 /// Bytes that may wait for the writer; beyond them a line is dropped (and counted).
 const MAX_PENDING: usize = 4 * 1024 * 1024;
@@ -33,7 +34,7 @@ struct Shared {
     wake: Condvar,
     /// `flush` waits here for the writer to catch up.
     written: Condvar,
-    dropped: AtomicU64,
+    dropped: Counter,
 }
 
 struct State {
@@ -50,7 +51,7 @@ struct State {
 impl Writer {
     /// Starts the thread. A file that cannot be opened (config checking opened it already)
     /// is reported on stderr, and its lines are dropped and counted until a reopen succeeds.
-    pub fn start(destination: Destination) -> Writer {
+    pub fn start(destination: Destination, dropped: Counter) -> Writer {
         let out = open_or_report(&destination);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -63,7 +64,7 @@ impl Writer {
             }),
             wake: Condvar::new(),
             written: Condvar::new(),
-            dropped: AtomicU64::new(0),
+            dropped,
         });
         let thread_shared = shared.clone();
         if let Err(e) = std::thread::Builder::new()
@@ -82,7 +83,7 @@ impl Writer {
         let mut state = lock(&self.shared.state);
         if state.pending.len() + lines.len() > MAX_PENDING {
             drop(state);
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.dropped.inc();
             return;
         }
         let before = state.pending.len();
@@ -94,7 +95,7 @@ impl Writer {
 
     /// Lines dropped because the destination did not keep up.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.get()
     }
 
     /// Writes everything appended so far before returning (at most `FLUSH_WAIT`).
@@ -193,7 +194,7 @@ impl Output {
             };
             if written.is_err() {
                 let lines = memchr::memchr_iter(b'\n', rest).count() as u64;
-                shared.dropped.fetch_add(lines, Ordering::Relaxed);
+                shared.dropped.inc_by(lines);
                 return;
             }
             rest = &rest[cut..];
@@ -267,12 +268,44 @@ mod tests {
         assert_eq!(chunk_end(&long), 5000);
     }
 
+    /// A writer stuck in a write (a slow destination) takes nothing from the buffer: appends
+    /// still return at once, and beyond `MAX_PENDING` the lines are dropped and counted.
+    #[test]
+    fn a_stuck_destination_drops_and_counts_instead_of_blocking() {
+        let dropped = Counter::default();
+        let writer = Writer {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    pending: Vec::new(),
+                    destination: Destination::Stderr,
+                    reopen: false,
+                    flush_asked: 0,
+                    flush_done: 0,
+                    stop: true,
+                }),
+                wake: Condvar::new(),
+                written: Condvar::new(),
+                dropped: dropped.clone(),
+            }),
+        };
+        let line = [b'x'; 1023];
+        let mut with_newline = line.to_vec();
+        with_newline.push(b'\n');
+        let started = std::time::Instant::now();
+        for _ in 0..5 * 1024 {
+            writer.append(&with_newline);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(dropped.get(), 5 * 1024 - (MAX_PENDING / 1024) as u64);
+        assert_eq!(lock(&writer.shared.state).pending.len(), MAX_PENDING);
+    }
+
     #[test]
     fn a_file_gets_every_line_in_order_and_reopens() {
         let dir = std::env::temp_dir().join(format!("keyway-al-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
-        let writer = Writer::start(Destination::File(path.clone()));
+        let writer = Writer::start(Destination::File(path.clone()), Counter::default());
         for i in 0..10_000 {
             writer.append(format!("{i}\n").as_bytes());
         }

@@ -132,6 +132,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
             "the config has no routes: every request would be refused with 404 route.none; add at least one route (a public one says auth: [])",
         );
     }
+    let access_log = compile_access_log(file.access_log.as_ref(), &mut d);
     lint::check(file, &mut d);
     if !d.errors.is_empty() {
         return Err(d.errors);
@@ -146,7 +147,6 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
             .shutdown_grace
             .map_or(Duration::from_secs(30), |d| d.0),
     };
-    let access_log = compile_access_log(file.access_log.as_ref(), &mut d);
     let runtime = Runtime {
         listen,
         tls,

@@ -234,7 +234,8 @@ pub fn handle(
                         let context = websocket::relay::Context {
                             request_id: trace.request_id.clone(),
                             route: trace.route.clone(),
-                            app: rt.access_log.is_some().then(|| app.clone()),
+                            app: app.clone(),
+                            log: rt.access_log.is_some(),
                         };
                         websocket::relay::spawn(&app.tunnels, tunnel, watch, context);
                     }

@@ -91,7 +91,9 @@ impl Watch {
 pub struct Context {
     pub request_id: RequestId,
     pub route: Option<Arc<str>>,
-    pub app: Option<Arc<App>>,
+    pub app: Arc<App>,
+    /// Whether the config keeps an access log.
+    pub log: bool,
 }
 
 pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Context) {
@@ -103,6 +105,7 @@ pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Cont
             (Ok(c), Ok(u)) => (c, u),
             _ => return,
         };
+        context.app.metrics.websocket_stream_opened("direct");
         let mode = if watch.frame_aware() {
             "frames"
         } else {
@@ -113,7 +116,11 @@ pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Cont
         } else {
             bytes(client, upstream, &mut stopping).await
         };
-        if let Some(app) = &context.app {
+        let app = &context.app;
+        // A credential that ended names its reason; other ends are normal closes.
+        app.metrics
+            .websocket_stream_closed(if ended.code == 4401 { ended.why } else { "" });
+        if context.log {
             app.access_log.websocket_closed(&WebSocketClosed {
                 request_id: context.request_id.as_str(),
                 route: context.route.as_deref().unwrap_or(""),

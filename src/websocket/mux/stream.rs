@@ -92,6 +92,7 @@ pub async fn run(opener: Opener, id: String, generation: u64, mut parts: Parts, 
             trace.status = 101;
             opener.app.record(&trace, &opener.rt);
             opener.app.metrics.mux_stream(true, None);
+            opener.app.metrics.websocket_stream_opened("mux");
             let _ = out
                 .send(Out::Json(json!({"type": "opened", "id": id})))
                 .await;
@@ -153,6 +154,12 @@ pub async fn run(opener: Opener, id: String, generation: u64, mut parts: Parts, 
         Ending::Overflow => (1011, Reason::MuxStreamOverflow.code().to_owned()),
     };
     opener.app.metrics.mux_stream_closed();
+    let overflowed = code == 1011 && reason == Reason::MuxStreamOverflow.code();
+    opener.app.metrics.websocket_stream_closed(if overflowed {
+        Reason::MuxStreamOverflow.code()
+    } else {
+        ""
+    });
     // Refuse anything more for this stream before the client can learn it is closed: data
     // sent after `closed` is then `mux.unknown_stream`, never silently dropped.
     drop(from_client);
