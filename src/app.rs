@@ -93,6 +93,9 @@ impl App {
         if rt.access_log.is_some() {
             self.access_log.request(trace, elapsed_us);
         }
-        self.decisions.record(trace, elapsed_us);
+        // Only the admin listener reads the decision log.
+        if rt.admin.is_some() {
+            self.decisions.record(trace, elapsed_us);
+        }
     }
 }

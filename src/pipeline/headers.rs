@@ -131,7 +131,7 @@ impl HeaderPolicy {
         }
         if found.hop_by_hop {
             hop_by_hop::strip(headers, upgrade, |name| {
-                trace.removed(name.as_str(), RemovalCause::HopByHop)
+                trace.removed(name, RemovalCause::HopByHop)
             });
         }
         if upgrade {
