@@ -35,6 +35,8 @@
 #   BENCH_SMOKE=1       quick run for CI: one round of wrk -d2s (overrides both)
 #   IDLE_CONNS=1000     idle keep-alive connections for the memory measurement
 #   BENCH_KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output)
+#   BENCH_ONLY="a b"    run only these rows (e.g. "nginx nginx-log keyway keyway-log");
+#                       ratios whose rows did not run are n/a
 #   BENCH_SKIP_KEYWAY=1 benchmark only nginx/HAProxy (to test this harness
 #                       itself while keyway does not build); keyway rows,
 #                       ratios and targets are reported as n/a
@@ -292,6 +294,8 @@ is_num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
 bench_target() {
     local name=$1 url=$2 out parsed rps p50 p99 errs non2xx
     shift 2
+    # BENCH_ONLY narrows a run to some rows (more rounds for one ratio in the same time).
+    [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $name "* ]] || return 0
     out=$TMP/wrk-$name.txt
 
     if [[ -z ${RPS_ROUNDS[$name]:-} ]]; then
@@ -821,7 +825,18 @@ if [[ $SKIP_KEYWAY != 1 ]]; then
     # Every request has its line, complete and parseable (the log is flushed within a second).
     sleep 1.5
     LOG_LINES=$(wc -l <"$TMP/keyway-access.log")
-    LOG_BAD=$(grep -cv '^{"timestamp":".*","target":"keyway::access"}$' "$TMP/keyway-access.log" || true)
+    # Every line must parse as JSON on its own and carry the access fields.
+    LOG_BAD=$(python3 -c '
+import json, sys
+bad = 0
+for line in open(sys.argv[1], "rb"):
+    try:
+        v = json.loads(line)
+        bad += not (v.get("target") == "keyway::access" and "request_id" in v and "duration_us" in v)
+    except ValueError:
+        bad += 1
+print(bad)
+' "$TMP/keyway-access.log")
     printf '  %-36s %9s   (%s lines not whole JSON)\n' "keyway access log lines" "$LOG_LINES" "$LOG_BAD"
     [[ $LOG_BAD == 0 ]] || N_MISS=$((N_MISS + 1))
 fi

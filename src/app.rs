@@ -6,9 +6,9 @@ use arc_swap::ArcSwap;
 
 use crate::access_log::{self, AccessLog};
 use crate::admin::decisions::Decisions;
-use crate::config::runtime::{AccessLogDestination, Runtime};
-use crate::config::{self, ConfigError, Source, Warning};
+use crate::config::{ConfigError, Source, Warning};
 use crate::metrics::Metrics;
+use crate::pipeline::runtime::{AccessLogDestination, Runtime};
 use crate::pipeline::trace::Trace;
 use crate::websocket::tunnels::Tunnels;
 
@@ -54,7 +54,7 @@ impl App {
     /// Reads the config again; a config that fails validation is refused and the running one kept.
     /// Listen addresses, TLS and workers take effect only on restart.
     pub fn reload(&self) -> Result<Vec<Warning>, Vec<ConfigError>> {
-        match config::load(&self.source) {
+        match crate::pipeline::compile::load(&self.source) {
             Ok(loaded) => {
                 // Reload runs inside the server's runtime (SIGHUP handler, admin endpoint).
                 loaded.runtime.authenticators.iter().for_each(|a| a.start());

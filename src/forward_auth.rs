@@ -8,11 +8,11 @@
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 
-use crate::config::runtime::Runtime;
 use crate::oidc::Conn;
 use crate::pipeline::answer::{Answer, AnswerKind};
 use crate::pipeline::inject;
 use crate::pipeline::refusal::Refusal;
+use crate::pipeline::runtime::Runtime;
 use crate::pipeline::trace::{RequestPath, Stage, Trace};
 use crate::pipeline::unauthenticated::Mode;
 use crate::reason::Reason;

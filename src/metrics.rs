@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::config::runtime::Runtime;
 use crate::pipeline::authn::Authenticator;
+use crate::pipeline::runtime::Runtime;
 use crate::pipeline::trace::{RemovalCause, Trace};
 
 /// A route name label without copying the name on every request.

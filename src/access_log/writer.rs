@@ -22,7 +22,7 @@ const PIPE_BUF: usize = 4096;
 /// How long `flush` waits for a stuck destination.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
-pub use crate::config::runtime::AccessLogDestination as Destination;
+pub use crate::pipeline::runtime::AccessLogDestination as Destination;
 
 pub struct Writer {
     shared: Arc<Shared>,

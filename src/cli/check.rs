@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::file::FileConfig;
-use crate::config::runtime::{Runtime, Target, Upstream};
-use crate::config::{self, Source, Warning, interpolate, lint};
+use crate::config::{self, Source, Warning, interpolate};
+use crate::pipeline::compile::lint;
+use crate::pipeline::runtime::{Runtime, Target, Upstream};
 
 #[derive(Serialize)]
 struct Probe {
@@ -27,7 +28,7 @@ struct Probe {
 
 pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> ExitCode {
     let source = Source::File(path.to_path_buf());
-    let loaded = match config::load(&source) {
+    let loaded = match crate::pipeline::compile::load(&source) {
         Ok(l) => l,
         Err(errors) => {
             if as_json {
@@ -118,7 +119,7 @@ fn file_config(path: &Path) -> Option<FileConfig> {
 
 /// An upstream that refused the probe (F5), as a warning at its place in the file.
 fn probe_warnings(probes: &[Probe], rt: &Runtime, file: Option<&FileConfig>) -> Vec<Warning> {
-    let mut d = config::compile::Diagnostics::default();
+    let mut d = crate::pipeline::compile::Diagnostics::default();
     for p in probes {
         let Some(status) = p.status.filter(|s| *s == 401 || *s == 403) else {
             continue;

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::process::ExitCode;
 
-use crate::config::{self, Source};
+use crate::config::Source;
 
 pub(super) const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
@@ -17,7 +17,7 @@ pub fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
         text: DEMO_CONFIG,
         base_dir: std::env::current_dir().unwrap_or_default(),
     };
-    let mut loaded = match config::load(&source) {
+    let mut loaded = match crate::pipeline::compile::load(&source) {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors {

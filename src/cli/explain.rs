@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{self, Source};
+use crate::config::Source;
 use crate::explain::{self, Asked};
 
 /// What `keyway explain` was given on the command line.
@@ -30,7 +30,7 @@ pub fn explain(args: &Args<'_>) -> ExitCode {
         }
     };
     let source = source(args.config, args.demo);
-    let loaded = match config::load(&source) {
+    let loaded = match crate::pipeline::compile::load(&source) {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors {

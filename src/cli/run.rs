@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::config::{self, Source};
+use crate::config::Source;
 use crate::server;
 
 pub fn run(path: PathBuf) -> ExitCode {
     let source = Source::File(path);
-    match config::load(&source) {
+    match crate::pipeline::compile::load(&source) {
         Ok(loaded) => serve(loaded, source),
         Err(errors) => {
             for e in &errors {
@@ -22,12 +22,12 @@ pub fn run(path: PathBuf) -> ExitCode {
 }
 
 /// Serves a loaded config until a shutdown signal. Shared by `run` and `demo`.
-pub fn serve(loaded: config::Loaded, source: Source) -> ExitCode {
+pub fn serve(loaded: crate::pipeline::compile::Loaded, source: Source) -> ExitCode {
     serve_then(loaded, source, |_| {})
 }
 
 pub fn serve_then(
-    loaded: config::Loaded,
+    loaded: crate::pipeline::compile::Loaded,
     source: Source,
     on_ready: impl FnOnce(&server::Running),
 ) -> ExitCode {

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::runtime::Runtime;
-use crate::config::{self, Source};
+use crate::config::Source;
 use crate::explain::{self, Asked, Report};
+use crate::pipeline::runtime::Runtime;
 
 /// The cases `keyway test --demo` runs against the demo config.
 pub(super) const DEMO_CASES: &str = include_str!("demo_cases.yaml");
@@ -119,7 +119,7 @@ pub fn test(config_path: &Path, demo: bool, cases_path: Option<&PathBuf>) -> Exi
             return ExitCode::from(2);
         }
     };
-    let loaded = match config::load(&source) {
+    let loaded = match crate::pipeline::compile::load(&source) {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors {

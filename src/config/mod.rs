@@ -1,21 +1,18 @@
-//! Configuration: the YAML file (`file`), interpolation, validation and compilation into the
-//! immutable `Runtime` (`compile`), and pitfall warnings (`lint`).
+//! Configuration as written: the YAML file (`file`), interpolation, durations and secrets, and
+//! the errors and warnings that point into the file. Turning it into the pipeline's `Runtime` is
+//! the pipeline's own job (`pipeline::compile`): this layer knows nothing of the stages.
 
-pub mod compile;
 pub mod file;
 pub mod interpolate;
-pub mod lint;
-pub mod runtime;
 pub mod types;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use self::file::DetailLevel;
 use self::file::FileConfig;
-use self::runtime::Runtime;
 
 /// A config error with its place in the file.
 #[derive(Clone, Debug, Serialize)]
@@ -101,43 +98,6 @@ impl Source {
             Source::Embedded { .. } => "(embedded demo config)".to_owned(),
         }
     }
-}
-
-pub struct Loaded {
-    pub runtime: Runtime,
-    pub warnings: Vec<Warning>,
-}
-
-pub fn load(source: &Source) -> Result<Loaded, Vec<ConfigError>> {
-    match source {
-        Source::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                vec![ConfigError {
-                    message: format!("cannot read {}: {e}", path.display()),
-                    path: String::new(),
-                    line: 0,
-                    column: 0,
-                }]
-            })?;
-            let dir = path
-                .parent()
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-            let dir = if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                dir
-            };
-            load_str(&text, &dir)
-        }
-        Source::Embedded { text, base_dir } => load_str(text, base_dir),
-    }
-}
-
-pub fn load_str(text: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
-    interpolate::with_base_dir(base_dir, || {
-        let file = parse(text).map_err(|e| vec![e])?;
-        compile::compile(&file)
-    })
 }
 
 /// YAML → `FileConfig`, with unknown keys reported at their line and the nearest valid key.

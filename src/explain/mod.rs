@@ -12,8 +12,8 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 use serde::Deserialize;
 
-use crate::config::runtime::Runtime;
 use crate::pipeline::dry_run;
+use crate::pipeline::runtime::Runtime;
 
 pub use self::report::Report;
 

@@ -10,11 +10,11 @@ use http::request::Parts;
 use serde::Serialize;
 
 use super::Asked;
-use crate::config::runtime::{Route, Runtime};
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::authn::source::{Lookup, Source, lookup};
 use crate::pipeline::dry_run::{self, DryRun, Outcome};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch};
+use crate::pipeline::runtime::{Route, Runtime};
 use crate::pipeline::trace::Stage;
 use crate::secret::Secret;
 

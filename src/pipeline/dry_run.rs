@@ -18,8 +18,8 @@ use super::headers::{Client, Peer};
 use super::trace::{RequestPath, Stage, Trace};
 use super::unauthenticated::Mode;
 use super::{Prepared, admit, decide_route, prepare, request_id, upstream};
-use crate::config::runtime::{Route, Runtime};
 use crate::oidc::Conn;
+use crate::pipeline::runtime::{Route, Runtime};
 
 /// The request keyway would send upstream. Secret values are already replaced by
 /// `<redacted:NAME>`; nothing in it may be printed otherwise.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::authn::Identity;
 use super::body::Body;
-use crate::config::runtime::Upstream;
+use crate::pipeline::runtime::Upstream;
 
 pub fn respond(parts: &Parts, upstream: &Upstream, identity: Option<&Identity>) -> Response<Body> {
     json(describe(parts, upstream, identity).to_string())

@@ -16,9 +16,9 @@ use super::authn::Authenticator;
 use super::browser;
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
-use crate::config::runtime::Runtime;
 use crate::oidc::redirect::safe_target;
 use crate::oidc::{Conn, OidcAuth, Site};
+use crate::pipeline::runtime::Runtime;
 use crate::reason::Reason;
 
 pub const PREFIX: &str = "/_keyway/";

@@ -9,7 +9,7 @@ use super::authn::Identity;
 use super::headers::{ForwardingSent, Peer, apply_forwarding};
 use super::router::PathMatch;
 use super::trace::{Stage, Trace};
-use crate::config::runtime::{Route, Target, Upstream};
+use crate::pipeline::runtime::{Route, Target, Upstream};
 
 pub static X_KEYWAY_SUBJECT: HeaderName = HeaderName::from_static("x-keyway-subject");
 pub static X_KEYWAY_CONSUMER: HeaderName = HeaderName::from_static("x-keyway-consumer");

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Method};
 use super::canonical::Authority;
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
-use crate::config::runtime::Route;
+use crate::pipeline::runtime::Route;
 use crate::reason::Reason;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,7 +345,7 @@ routes:
   - {name: env, match: {path_prefix: /api/v1/, headers: {x-env: prod}}, upstream: app, auth: []}
   - {name: exact, match: {path: /api/x}, upstream: app, auth: []}
 "#;
-        let loaded = crate::config::load_str(yaml, std::path::Path::new(".")).unwrap();
+        let loaded = crate::pipeline::compile::load_str(yaml, std::path::Path::new(".")).unwrap();
         let router = &loaded.runtime.router;
         let parts = http::Request::get("/api/v1/x")
             .body(())

@@ -9,8 +9,8 @@ use super::authn::{Unauthenticated, token_presented};
 use super::browser;
 use super::trace::{Stage, Trace};
 use crate::config::file::OnUnauthenticated;
-use crate::config::runtime::Route;
 use crate::oidc::{Conn, Site};
+use crate::pipeline::runtime::Route;
 
 /// Who asks for the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use super::drain::Drain;
 use super::framing::FramingFlag;
 use super::guarded_io::GuardedIo;
 use crate::app::App;
-use crate::config::runtime::Runtime;
-use crate::pipeline;
+use crate::pipeline::runtime::Runtime;
+
 use crate::pipeline::headers::Client;
 use crate::pipeline::headers::ConflictingFraming;
 
@@ -180,7 +180,7 @@ async fn serve<I>(
         }
         // Not boxed: hyper's HTTP/1 dispatcher keeps the in-flight future in one box per
         // connection, reused by every request; a box here would be allocated per request.
-        pipeline::handle(app, req, client)
+        super::handle::handle(app, req, client)
     });
     let timeout = builders.header_read_timeout;
     let io = TokioIo::new(GuardedIo::new(

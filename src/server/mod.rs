@@ -5,6 +5,7 @@ mod conn;
 mod drain;
 pub mod framing;
 mod guarded_io;
+mod handle;
 mod part_waker;
 
 use std::io;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,18 +25,13 @@ use crate::access_log::WebSocketClosed;
 use crate::app::App;
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::request_id::RequestId;
+use crate::pipeline::upstream::Tunnel;
 use crate::reason::Reason;
 use crate::session::cookie::Read;
 use crate::session::store::{Load, now};
 
 /// How often a relay opened with a session asks the session store whether it still holds.
 const SESSION_RECHECK: Duration = Duration::from_secs(5);
-
-/// The two halves of an upgrade the upstream accepted.
-pub struct Tunnel {
-    pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
-}
 
 /// What can end the credential a connection was opened with.
 #[derive(Default)]

@@ -421,14 +421,14 @@ routes:
         )
     };
     let dir = keys_dir();
-    let errors = keyway::config::load_str(&yaml(""), &dir)
+    let errors = keyway::pipeline::compile::load_str(&yaml(""), &dir)
         .err()
         .expect("empty secret refused");
     assert!(
         errors.iter().any(|e| e.message.contains("empty")),
         "{errors:?}"
     );
-    let Ok(loaded) = keyway::config::load_str(&yaml("short"), &dir) else {
+    let Ok(loaded) = keyway::pipeline::compile::load_str(&yaml("short"), &dir) else {
         panic!("a short secret loads, with a warning");
     };
     assert!(
@@ -444,7 +444,7 @@ authenticators:
 routes:
   - {name: r, match: {path_prefix: /}, upstream: app, auth: [i]}
 "#;
-    let errors = keyway::config::load_str(weak, &dir)
+    let errors = keyway::pipeline::compile::load_str(weak, &dir)
         .err()
         .expect("weak RSA refused");
     assert!(

@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use keyway::app::App;
-use keyway::config::{self, Source};
+use keyway::config::Source;
 use keyway::server::{self, Running};
 use tokio::net::TcpListener;
 
@@ -63,7 +63,7 @@ pub async fn start_with_files(yaml: &str, files: &[(&str, &[u8])]) -> Gateway {
     let config_path = dir.path().join("keyway.yaml");
     std::fs::write(&config_path, yaml).expect("write config");
     let source = Source::File(config_path.clone());
-    let mut loaded = match config::load(&source) {
+    let mut loaded = match keyway::pipeline::compile::load(&source) {
         Ok(l) => l,
         Err(errors) => panic!("config failed: {errors:#?}"),
     };

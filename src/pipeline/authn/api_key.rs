@@ -9,8 +9,8 @@ use subtle::ConstantTimeEq;
 
 use super::Identity;
 use super::source::Source;
-use crate::config::runtime::Consumer;
 use crate::pipeline::refusal::Refusal;
+use crate::pipeline::runtime::Consumer;
 use crate::reason::Reason;
 use crate::secret::Secret;
 

@@ -34,8 +34,8 @@ use self::keys::{VerifyKey, alg_name};
 use self::token::{Parsed, show};
 use super::Identity;
 use super::source::Source;
-use crate::config::runtime::Consumer;
 use crate::pipeline::refusal::Refusal;
+use crate::pipeline::runtime::Consumer;
 use crate::reason::Reason;
 use crate::secret::Secret;
 

@@ -16,8 +16,8 @@ use self::source::{Lookup, Source, lookup};
 use super::headers::fold;
 use super::refusal::Refusal;
 use super::trace::{IdentitySummary, RemovalCause, Stage, Trace};
-use crate::config::runtime::{Consumer, Route};
 use crate::oidc::{Conn, Site};
+use crate::pipeline::runtime::{Consumer, Route};
 use crate::reason::Reason;
 use crate::secret::Secret;
 

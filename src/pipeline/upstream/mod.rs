@@ -20,9 +20,8 @@ use super::body::{Body, Progress, RequestBody, UpstreamBody};
 use super::hop_by_hop;
 use super::refusal::Refusal;
 use super::trace::{Stage, Trace};
-use crate::config::runtime::Upstream;
+use crate::pipeline::runtime::Upstream;
 use crate::reason::Reason;
-use crate::websocket::relay::Tunnel;
 
 /// A WebSocket handshake (RFC 6455 §4.1): an HTTP/1.1 GET with `Connection: upgrade` and
 /// `Upgrade: websocket`, the only upgrade keyway forwards. Any other (`h2c`, or a list) is not
@@ -52,6 +51,12 @@ fn names_websocket(headers: &http::HeaderMap) -> bool {
 
 /// The upstream's answer, and the two sides of a WebSocket upgrade it accepted.
 pub type Forwarded = (Response<Body>, Option<Tunnel>);
+
+/// The two halves of an upgrade the upstream accepted: the WebSocket relay takes them on.
+pub struct Tunnel {
+    pub client: hyper::upgrade::OnUpgrade,
+    pub upstream: hyper::upgrade::OnUpgrade,
+}
 
 /// Sends the request to the upstream and streams its answer back. The request goes into the
 /// exchange before anything is awaited, so the returned future holds it once.

@@ -16,8 +16,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::runtime::Timeouts;
 use crate::pipeline::body::{Progress, RequestBody};
+use crate::pipeline::runtime::Timeouts;
 
 pub type Sender = SendRequest<RequestBody>;
 

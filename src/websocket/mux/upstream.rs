@@ -9,8 +9,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::CONNECT_TIMEOUT;
 use super::stream::Opener;
-use crate::config::runtime::Target;
 use crate::pipeline::refusal::Refusal;
+use crate::pipeline::runtime::Target;
 use crate::pipeline::trace::{Stage, Trace};
 use crate::pipeline::unauthenticated::Mode;
 use crate::pipeline::{self, Prepared};

@@ -14,9 +14,9 @@ use super::claims::TimeRules;
 use super::jwks::Jwks;
 use super::keys::{self, PublicKey, VerifyKey, alg_name};
 use super::{CACHE_CAPACITY, ConsumerKey, JwtAuth, Mode, token};
-use crate::config::compile::{ConsumerEntry, Diagnostics, compile_sources};
 use crate::config::file::{AuthenticatorFile, ConsumerJwtFile};
 use crate::config::interpolate::resolve_path;
+use crate::pipeline::compile::{ConsumerEntry, Diagnostics, compile_sources};
 
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(300);

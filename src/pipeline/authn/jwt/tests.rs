@@ -8,8 +8,8 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
 use super::*;
-use crate::config::load_str;
 use crate::pipeline::authn::Authenticator;
+use crate::pipeline::compile::load_str;
 
 fn keys_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/keys")

@@ -1,7 +1,11 @@
-//! Validation (every error at once, each with its place) and compilation into `Runtime`.
+//! Validation (every error at once, each with its place) and compilation of the config file
+//! into the `Runtime` the stages read; pitfall warnings (`lint`).
+
+pub mod lint;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +14,12 @@ use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{
+use crate::config::file::{
     AccessLogFile, AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig,
     OnUnauthenticated, RouteFile, SpellingFile, UpstreamFile, Workers,
 };
-use super::runtime::{
-    AccessLogDestination, Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream,
-};
-use super::types::Text;
-use super::{ConfigError, Loaded, Warning, lint};
+use crate::config::types::Text;
+use crate::config::{ConfigError, Source as ConfigSource, Warning};
 use crate::pipeline::authn::source::Source;
 use crate::pipeline::authn::{Authenticator, api_key, jwt};
 use crate::pipeline::authz::Allow;
@@ -26,10 +27,50 @@ use crate::pipeline::canonical::{PathPolicy, Spelling};
 use crate::pipeline::endpoints::Endpoints;
 use crate::pipeline::headers::{HeaderPolicy, fold};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, Router};
+use crate::pipeline::runtime::{
+    AccessLogDestination, Admin, Consumer, Limits, Route, Runtime, Target, Timeouts, Upstream,
+};
 use crate::pipeline::upstream::pool::Pool;
 use crate::secret::Secret;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+pub struct Loaded {
+    pub runtime: Runtime,
+    pub warnings: Vec<Warning>,
+}
+
+pub fn load(source: &ConfigSource) -> Result<Loaded, Vec<ConfigError>> {
+    match source {
+        ConfigSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                vec![ConfigError {
+                    message: format!("cannot read {}: {e}", path.display()),
+                    path: String::new(),
+                    line: 0,
+                    column: 0,
+                }]
+            })?;
+            let dir = path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            load_str(&text, &dir)
+        }
+        ConfigSource::Embedded { text, base_dir } => load_str(text, base_dir),
+    }
+}
+
+pub fn load_str(text: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    crate::config::interpolate::with_base_dir(base_dir, || {
+        let file = crate::config::parse(text).map_err(|e| vec![e])?;
+        compile(&file)
+    })
+}
 
 /// Collects errors and warnings while compiling.
 #[derive(Default)]
@@ -231,7 +272,7 @@ fn compile_access_log(
         AccessLogFile::On(true) => Some(AccessLogDestination::Stderr),
         AccessLogFile::On(false) => None,
         AccessLogFile::To(to) => {
-            let path = super::interpolate::resolve_path(&to.path.0);
+            let path = crate::config::interpolate::resolve_path(&to.path.0);
             if let Err(e) = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -256,8 +297,8 @@ fn compile_tls(
 ) -> Option<Arc<rustls::ServerConfig>> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let cert_path = super::interpolate::resolve_path(cert);
-    let key_path = super::interpolate::resolve_path(key);
+    let cert_path = crate::config::interpolate::resolve_path(cert);
+    let key_path = crate::config::interpolate::resolve_path(key);
     let certs: Result<Vec<CertificateDer<'static>>, _> =
         CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect());
     let certs = match certs {
@@ -887,7 +928,7 @@ fn compile_route(
         // A multiplexer presents the connection's credential again for every stream.
         forward_client_credentials: r.forward_client_credentials || mux.is_some(),
         strip_prefix: r.strip_prefix,
-        preflight_pass: r.preflight == super::file::PreflightFile::Pass,
+        preflight_pass: r.preflight == crate::config::file::PreflightFile::Pass,
         websocket: compile_websocket(r, at, path, d),
         mux,
     })
@@ -927,8 +968,8 @@ fn compile_websocket(
     crate::websocket::Settings {
         allowed_origins,
         refuse_with: match w.refuse_with {
-            super::file::RefuseWithFile::Status => crate::websocket::RefuseWith::Status,
-            super::file::RefuseWithFile::Close => crate::websocket::RefuseWith::Close,
+            crate::config::file::RefuseWithFile::Status => crate::websocket::RefuseWith::Status,
+            crate::config::file::RefuseWithFile::Close => crate::websocket::RefuseWith::Close,
         },
     }
 }
@@ -941,9 +982,9 @@ fn compile_mux(
 ) -> Option<crate::websocket::MuxSettings> {
     let defaults = crate::websocket::MuxSettings::default();
     match r.mux.as_ref()? {
-        super::file::MuxFile::On(false) => None,
-        super::file::MuxFile::On(true) => Some(defaults),
-        super::file::MuxFile::Settings(s) => {
+        crate::config::file::MuxFile::On(false) => None,
+        crate::config::file::MuxFile::On(true) => Some(defaults),
+        crate::config::file::MuxFile::Settings(s) => {
             let settings = crate::websocket::MuxSettings {
                 max_streams: s.max_streams.unwrap_or(defaults.max_streams),
                 max_frame_bytes: s.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::Warning;
-use super::compile::Diagnostics;
-use super::file::{AuthenticatorType, FileConfig, OnUnauthenticated, UnderscorePolicy};
-use super::runtime::Route;
+use super::Diagnostics;
+use crate::config::Warning;
+use crate::config::file::{AuthenticatorType, FileConfig, OnUnauthenticated, UnderscorePolicy};
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, path_has_prefix};
+use crate::pipeline::runtime::Route;
 
 pub fn check(file: &FileConfig, d: &mut Diagnostics) {
     for (name, spanned) in &file.authenticators {

@@ -9,7 +9,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::file::{DetailLevel, OnUnauthenticated};
+use crate::config::file::{DetailLevel, OnUnauthenticated};
 use crate::pipeline::authn::Authenticator;
 use crate::pipeline::authz::Allow;
 use crate::pipeline::canonical::PathPolicy;
