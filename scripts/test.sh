@@ -13,6 +13,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/bin/caddy ] || missing+=(caddy)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing test dependencies: ${missing[*]}"
@@ -24,7 +25,10 @@ if ((${#missing[@]})); then
   fi
 fi
 # Debian's caddy package starts a caddy service on port 80 and 2019; the tests run their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop caddy >/dev/null 2>&1 || true; fi
+# Debian's prometheus package (for promtool) starts its server and node exporter; not needed.
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl stop caddy prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+fi
 
 # The OpenID provider and the browser driver (playwright-core drives /usr/bin/chromium; no
 # browser is downloaded).

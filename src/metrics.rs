@@ -310,6 +310,7 @@ impl Metrics {
             .inc();
     }
 
+    /// The OpenMetrics exposition (what Prometheus asks for with its `Accept` header).
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -317,6 +318,48 @@ impl Metrics {
         }
         out
     }
+
+    /// The classic Prometheus text format (0.0.4), for clients that do not ask for OpenMetrics:
+    /// curl, `promtool check metrics`, older scrapers.
+    pub fn render_classic(&self) -> String {
+        classic_text(&self.render())
+    }
+}
+
+/// OpenMetrics → Prometheus text 0.0.4. The two differ in the family names of counters (a
+/// counter family `x` has samples `x_total`, and 0.0.4 names its HELP and TYPE after the
+/// samples), in `# UNIT` and `# EOF`, and in the types 0.0.4 lacks.
+fn classic_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines() {
+        let comment = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("HELP", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
+        if let Some((keyword, rest)) = comment {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let text = match (keyword, text) {
+                ("TYPE", "info" | "stateset") => "gauge",
+                ("TYPE", "unknown") => "untyped",
+                ("TYPE", "gaugehistogram") => "histogram",
+                _ => text,
+            };
+            let suffix = if counters.contains(name) {
+                "_total"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "# {keyword} {name}{suffix} {text}");
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The metric handles a request is counted in. Looking them up in their families hashes the
@@ -536,6 +579,17 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let open = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total 3\n\
+                    # HELP a_open Open.\n# TYPE a_open gauge\n# UNIT a_open seconds\na_open 1\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total 3\n\
+             # HELP a_open Open.\n# TYPE a_open gauge\na_open 1\n"
+        );
+    }
     use crate::pipeline::request_id;
 
     fn trace(route: &Arc<str>, status: u16) -> Trace {

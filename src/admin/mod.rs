@@ -91,13 +91,27 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
     match (req.method(), path) {
         (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, &app.metrics.render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
+            // OpenMetrics for whoever asks for it (Prometheus does), the classic text format
+            // for everyone else (curl, promtool).
+            let open_metrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
+                v.as_bytes()
+                    .windows(24)
+                    .any(|w| w == b"application/openmetrics-")
+            });
+            let (body, content_type) = if open_metrics {
+                (
+                    app.metrics.render(),
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+                )
+            } else {
+                (
+                    app.metrics.render_classic(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut r = text(StatusCode::OK, &body);
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
         (&Method::POST, "/reload") => match app.reload() {

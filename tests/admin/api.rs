@@ -339,5 +339,78 @@ routes:
     );
     // Metrics never carry a token.
     assert!(!text.contains(&token[..40]));
+    promtool_check(&text);
+    gw.stop().await;
+}
+
+/// `promtool check metrics` (Debian's prometheus package) on the exposition: no lint problem.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus) is needed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_speak_openmetrics_to_whoever_asks() {
+    let up = support::upstream_ok().await;
+    let gw = start(&config(&up.url())).await;
+    // Every family with samples: an allowed request, a refusal, an upstream exchange.
+    assert_eq!(get(&gw.url("/public/x"), &[]).await.status, 200);
+    assert_eq!(get(&gw.url("/api/x"), &[]).await.status, 401);
+    let (n, v) = bearer();
+    let classic = get(&admin_url(&gw, "/metrics"), &[(n, &v)]).await;
+    assert_eq!(
+        classic.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = String::from_utf8_lossy(&classic.body).into_owned();
+    assert!(
+        classic.contains("# TYPE keyway_requests_total counter"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"));
+    promtool_check(&classic);
+    // What Prometheus sends: OpenMetrics, counters named by family, ended by `# EOF`.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let open = get(&admin_url(&gw, "/metrics"), &[(n, &v), ("accept", accept)]).await;
+    assert!(
+        open.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let open = String::from_utf8_lossy(&open.body).into_owned();
+    assert!(open.contains("# TYPE keyway_requests counter"), "{open}");
+    assert!(open.trim_end().ends_with("# EOF"));
+    // The same samples in both.
+    let samples = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(samples(&classic).len(), samples(&open).len());
     gw.stop().await;
 }
