@@ -284,3 +284,54 @@ fn a_public_prefix_inside_a_protected_one_is_warned_naming_both() {
         assert!(shadows(routes).is_empty(), "{routes}");
     }
 }
+
+fn websocket_config(websocket: &str) -> String {
+    format!(
+        r#"upstreams:
+  app: {{url: "http://127.0.0.1:3000"}}
+consumers:
+  - {{name: desk, api_keys: ["{FOO_HASH}"]}}
+authenticators:
+  by-cookie: {{type: api_key, from: ["cookie:desk_key"]}}
+  by-header: {{type: api_key}}
+routes:
+  - name: live
+    match: {{path_prefix: /live/}}
+    upstream: app
+    auth: [by-header, by-cookie]
+{websocket}
+  - {{name: api, match: {{path_prefix: /api/}}, upstream: app, auth: [by-cookie], websocket: {{refuse_with: close}}}}
+  - {{name: headers-only, match: {{path_prefix: /h/}}, upstream: app, auth: [by-header], websocket: {{refuse_with: close}}}}
+"#
+    )
+}
+
+#[test]
+fn a_cookie_authenticated_websocket_route_without_allowed_origins_is_warned() {
+    let c = check(
+        &websocket_config("    websocket: {refuse_with: close}"),
+        &[],
+    );
+    // `live` (line 9) and `api`: both declared for WebSocket, both reached by a cookie; the
+    // header-only route is not warned.
+    let found = c.warnings("websocket_cookie_without_origins");
+    assert_eq!(found.len(), 2, "{:#}", c.json);
+    let live = &found[0];
+    assert_eq!(live["line"], 9, "{live:#}");
+    let message = live["message"].as_str().unwrap();
+    assert!(message.contains("route live"), "{message}");
+    assert!(message.contains("authenticator by-cookie"), "{message}");
+    assert!(message.contains("websocket.origin_denied"), "{message}");
+    assert!(
+        live["fix"].as_str().unwrap().contains("allowed_origins"),
+        "{live:#}"
+    );
+    // Listing the origins silences it for that route.
+    let c = check(
+        &websocket_config("    websocket: {allowed_origins: [\"https://app.example\"]}"),
+        &[],
+    );
+    let found = c.warnings("websocket_cookie_without_origins");
+    assert_eq!(found.len(), 1, "{:#}", c.json);
+    assert!(found[0]["message"].as_str().unwrap().contains("route api"));
+}

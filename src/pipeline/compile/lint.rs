@@ -103,6 +103,39 @@ pub fn routes(file: &FileConfig, routes: &[Arc<Route>], d: &mut Diagnostics) {
             .fix("use on_unauthenticated: auto (redirects only browser navigations; API calls get 401) or status");
         }
     }
+    for route in routes {
+        // A route declared for WebSocket (a `websocket:` block or the multiplexer).
+        let declared = file
+            .routes
+            .iter()
+            .find(|r| r.value.name.value.0 == *route.name)
+            .is_some_and(|r| r.value.websocket.is_some());
+        if !(declared || route.mux.is_some()) || !route.websocket.allowed_origins.is_empty() {
+            continue;
+        }
+        let by_cookie = route.auth.iter().find(|a| {
+            a.as_oidc().is_some()
+                || a.sources()
+                    .iter()
+                    .any(|s| matches!(s, crate::pipeline::authn::source::Source::Cookie { .. }))
+        });
+        if let Some(authenticator) = by_cookie {
+            let (path, at) = place(&route.name).unzip();
+            d.warn(
+                "websocket_cookie_without_origins",
+                format!(
+                    "route {} takes WebSocket handshakes authenticated by a cookie (authenticator {}) and lists no websocket.allowed_origins: \
+                     a browser sends the cookie whichever page opens the socket, so only the Origin check stands between it and cross-site \
+                     WebSocket hijacking; keyway's default allows the request's own host alone, which refuses (403 websocket.origin_denied) \
+                     pages served from another origin, and every page when a proxy in front rewrites Host",
+                    route.name,
+                    authenticator.name()
+                ),
+            )
+            .at(at, path.map(|p| format!("{p}.websocket")).unwrap_or_default())
+            .fix("list the origins of the pages that open it: websocket: {allowed_origins: [\"https://app.example.com\"]}");
+        }
+    }
     for public in routes.iter().filter(|r| r.auth.is_empty()) {
         // An exact path is one deliberate endpoint (a health check); a prefix exempts a subtree.
         if !matches!(public.matcher.path, PathMatch::Prefix(_)) {
