@@ -1,13 +1,16 @@
 //! keyway's own outgoing HTTP requests (control traffic, not proxied requests): JWKS documents,
 //! OpenID discovery, the token endpoint. Bounded in time and size, never following redirects,
 //! and with error messages that name the URL (without its query) but never a request's form
-//! values, which carry client secrets, codes and refresh tokens.
+//! values, which carry client secrets, codes and refresh tokens. `https://` URLs are verified
+//! against the system's CA store (`SSL_CERT_FILE` / `SSL_CERT_DIR` point elsewhere).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,7 +33,7 @@ impl Fetched {
 
 #[derive(Clone)]
 pub struct Fetcher {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     limit: usize,
 }
@@ -41,6 +44,33 @@ impl std::fmt::Debug for Fetcher {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The client TLS settings, read once: the system's CA certificates. Certificates that cannot be
+/// read are skipped (and logged); with none at all, every `https://` fetch fails naming why.
+fn tls_config() -> &'static Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for error in &found.errors {
+            tracing::warn!(%error, "a CA certificate of the system store could not be read");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        if ignored > 0 {
+            tracing::warn!(ignored, "CA certificates of the system store were not usable");
+        }
+        if added == 0 {
+            tracing::warn!(
+                "no CA certificate found (install ca-certificates, or set SSL_CERT_FILE): https:// providers and JWKS cannot be verified"
+            );
+        }
+        // ring is the one provider built in, so it is the default.
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    })
 }
 
 /// `scheme://host/path` of a URL, for messages: a query can hold secrets.
@@ -56,8 +86,14 @@ pub fn label(url: &Uri) -> String {
 impl Fetcher {
     /// `timeout` bounds connecting and the whole exchange; `limit` the body's bytes.
     pub fn new(timeout: Duration, limit: usize) -> Fetcher {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config().as_ref().clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         // Requests every few minutes need no pool, and a pooled connection to an endpoint that
         // went away only adds a failure mode.
         let client = Client::builder(TokioExecutor::new())

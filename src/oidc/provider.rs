@@ -132,13 +132,10 @@ impl Provider {
         let discovery_url: Uri = format!("{base}/.well-known/openid-configuration")
             .parse()
             .map_err(|e| format!("issuer {issuer:?} is not a URL: {e}"))?;
-        match discovery_url.scheme_str() {
-            Some("http") => {}
-            _ => {
-                return Err(format!(
-                    "issuer {issuer:?}: only http:// providers are supported in this version (put an https provider behind an internal http endpoint)"
-                ));
-            }
+        if !matches!(discovery_url.scheme_str(), Some("http" | "https")) {
+            return Err(format!(
+                "issuer {issuer:?} must be an http:// or https:// URL"
+            ));
         }
         Ok(Arc::new(Provider {
             name: name.clone(),
@@ -255,9 +252,9 @@ impl Provider {
             Ok(uri)
         };
         let jwks_uri = url("jwks_uri", &doc.jwks_uri)?;
-        if jwks_uri.scheme_str() != Some("http") {
+        if !matches!(jwks_uri.scheme_str(), Some("http" | "https")) {
             return Err(format!(
-                "{label}: jwks_uri {:?} is not http://; keyway fetches keys over http only in this version",
+                "{label}: jwks_uri {:?} is neither http:// nor https://",
                 doc.jwks_uri
             ));
         }

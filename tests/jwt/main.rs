@@ -10,6 +10,7 @@ mod jwt_support;
 mod attacks;
 mod cli;
 mod consumer;
+mod https;
 mod issuer;
 
 use support::{Gateway, start_with_files};

@@ -384,20 +384,9 @@ fn compile_issuer_keys(
             return None;
         }
     };
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            d.error(
-                Some(at),
-                p,
-                "https jwks_url is not supported yet: serve the JWKS over http on a trusted network, or save it to a file and use keys_file",
-            );
-            return None;
-        }
-        _ => {
-            d.error(Some(at), p, "jwks_url needs http:// and a host");
-            return None;
-        }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        d.error(Some(at), p, "jwks_url needs http:// or https:// and a host");
+        return None;
     }
     if uri.authority().is_none_or(|a| a.as_str().contains('@')) {
         d.error(Some(at), p, "jwks_url needs a host and no user info");
