@@ -28,14 +28,21 @@ fn gateway_yaml(idp: &Idp, up: &Upstream) -> String {
     )
 }
 
+/// Without a token and with a malformed one: keyway's exact 401, never a redirect. Returns the
+/// first answer.
+async fn api_calls_get_their_401(page: &str) -> Answer {
+    let plain = get(page, &[]).await;
+    assert_problem(&plain, 401, "credentials.missing");
+    let bad = get(page, &[("authorization", "Bearer not.a.jwt")]).await;
+    assert_problem(&bad, 401, "jwt.malformed");
+    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    plain
+}
+
 /// What every setup must show: the F4 incident fixed behind `front` (the proxy's origin).
 async fn f4_through(front: &str, up: &Upstream, idp: &Idp, header_for_user: &str) {
     let page = format!("{front}/reports?month=11");
-    let plain = get(&page, &[]).await;
-    assert_problem(&plain, 401, "credentials.missing");
-    let bad = get(&page, &[("authorization", "Bearer not.a.jwt")]).await;
-    assert_problem(&bad, 401, "jwt.malformed");
-    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    api_calls_get_their_401(&page).await;
     let json = get(&page, &[("accept", "application/json")]).await;
     assert_eq!(json.status, 401);
     // A browser navigation: to the provider's login page.
@@ -329,11 +336,7 @@ async fn f4_behind_traefik_forward_auth() {
     let front = format!("http://127.0.0.1:{}", traefik.port);
     let page = format!("{front}/reports?month=11");
     // API calls: keyway's exact 401, passed on by Traefik as it is.
-    let plain = get(&page, &[]).await;
-    assert_problem(&plain, 401, "credentials.missing");
-    let bad = get(&page, &[("authorization", "Bearer not.a.jwt")]).await;
-    assert_problem(&bad, 401, "jwt.malformed");
-    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    let plain = api_calls_get_their_401(&page).await;
     assert!(!String::from_utf8_lossy(&plain.body).contains("/_keyway/signin"));
     // A browser navigation is a 401 too (forward-auth never redirects; Traefik cannot tell a
     // browser's 401 from an API call's), and its body names where to sign in.
