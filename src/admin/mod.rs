@@ -191,7 +191,7 @@ async fn explain(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let rt = app.runtime();
-    match explain::explain(&rt, &asked).await {
+    match explain::explain(&rt, &asked, explain::Where::Serving).await {
         Ok(report) => {
             let mut r = Response::new(Body::full(Bytes::from(
                 serde_json::to_vec(&report).unwrap_or_default(),

@@ -39,7 +39,11 @@ pub fn explain(args: &Args<'_>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match block_on(explain::explain(&loaded.runtime, &asked)) {
+    let report = match block_on(explain::explain(
+        &loaded.runtime,
+        &asked,
+        explain::Where::Offline,
+    )) {
         Ok(Ok(r)) => r,
         Ok(Err(e)) | Err(e) => {
             eprintln!("keyway explain: {e}");

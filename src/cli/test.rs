@@ -202,7 +202,7 @@ async fn run_case(
             .collect(),
         peer: r.peer,
     };
-    let report = explain::explain(rt, &asked).await?;
+    let report = explain::explain(rt, &asked, explain::Where::Offline).await?;
     first_difference(&case.expect, &report).map_or(Ok(()), Err)
 }
 

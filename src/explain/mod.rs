@@ -16,6 +16,7 @@ use crate::pipeline::dry_run;
 use crate::pipeline::runtime::Runtime;
 
 pub use self::report::Report;
+pub use crate::pipeline::dry_run::Where;
 
 /// A request as explain's callers describe it.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -55,11 +56,11 @@ fn pairs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>
 pub const DEFAULT_PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Runs the described request through the pipeline and reports every step.
-pub async fn explain(rt: &Runtime, request: &Asked) -> Result<Report, String> {
+pub async fn explain(rt: &Runtime, request: &Asked, at: Where) -> Result<Report, String> {
     let (parts, tls) = build(rt, request)?;
     let original = parts.clone();
     let peer = request.peer.unwrap_or(DEFAULT_PEER);
-    let run = dry_run::dry_run(rt, parts, peer, tls).await;
+    let run = dry_run::dry_run(rt, parts, peer, tls, at).await;
     Ok(report::build(rt, request, &original, peer, run))
 }
 

@@ -174,11 +174,14 @@ impl OidcAuth {
             }
         };
         if session.expires_at <= now() {
-            let cookies = self
-                .sessions
-                .end(&handle, site.secure)
-                .await
-                .unwrap_or_default();
+            let cookies = if trace.dry_run {
+                Vec::new()
+            } else {
+                self.sessions
+                    .end(&handle, site.secure)
+                    .await
+                    .unwrap_or_default()
+            };
             return Err(self.dead(
                 Reason::SessionExpired,
                 &format!(

@@ -84,6 +84,19 @@ impl Refresher {
         trace: &mut Trace,
     ) -> Result<(Session, Vec<HeaderValue>), Unauthenticated> {
         let now = now();
+        if trace.dry_run {
+            // A renewal would spend the refresh token, which the browser's cookie still holds.
+            if due(&session, now) {
+                trace.step(
+                    Stage::Authn,
+                    format!(
+                        "{}: the session's tokens are due for renewal; keyway would renew them with the refresh token now (not in a dry run)",
+                        auth.name
+                    ),
+                );
+            }
+            return Ok((session, Vec::new()));
+        }
         if !due(&session, now) {
             return auth
                 .sessions

@@ -53,22 +53,30 @@ pub struct DryRun {
     pub conn: Conn,
 }
 
+/// Where explain runs: in the serving process, whose session stores are connected, or offline
+/// (the CLI), which contacts no store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where {
+    Serving,
+    Offline,
+}
+
 /// Runs `parts` as if it arrived from `peer` (over TLS when `tls`).
-pub async fn dry_run(rt: &Runtime, mut parts: Parts, peer: IpAddr, tls: bool) -> DryRun {
+pub async fn dry_run(rt: &Runtime, mut parts: Parts, peer: IpAddr, tls: bool, at: Where) -> DryRun {
     let (request_id, _) = request_id::of(&parts.headers);
     let mut trace = Trace::start(
         request_id,
         parts.method.clone(),
         RequestPath::of(&parts.uri),
     );
-    // Explain shows when each step happened; live traffic times only the whole request.
-    trace.timed = true;
+    // Explain shows when each step happened, and changes nothing (no session renewal).
+    trace.dry_run = true;
     let conn = Conn {
         tls,
         trusted: rt.is_trusted(peer),
     };
     let mut candidates = Vec::new();
-    let outcome = run(rt, &mut parts, peer, conn, &mut trace, &mut candidates).await;
+    let outcome = run(rt, &mut parts, peer, conn, at, &mut trace, &mut candidates).await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(answer) => Outcome::Answer(answer::render(answer, &mut trace, rt.detail)),
@@ -91,6 +99,7 @@ async fn run(
     parts: &mut Parts,
     peer: IpAddr,
     conn: Conn,
+    at: Where,
     trace: &mut Trace,
     candidates: &mut Vec<(Arc<Route>, Option<String>)>,
 ) -> Result<Outcome, Answer> {
@@ -106,7 +115,7 @@ async fn run(
         .candidates(parts, trace.authority.as_ref().map(Authority::host));
     if let Some(why) = candidates
         .last()
-        .filter(|(_, why)| why.is_none())
+        .filter(|(_, why)| why.is_none() && at == Where::Offline)
         .and_then(|(route, _)| needs_session_store(route, parts))
     {
         return Ok(Outcome::Undecided(why));
@@ -135,15 +144,16 @@ async fn run(
     })
 }
 
-/// An OIDC session kept in Redis cannot be opened without Redis: explain says what keyway
-/// would do instead of contacting it. Cookie sessions open locally and are explained.
+/// An OIDC session kept in Redis cannot be opened without Redis: offline, explain says what
+/// keyway would do instead of contacting it (the admin `POST /explain` reads the session).
+/// Cookie sessions open locally and are explained.
 fn needs_session_store(route: &Route, parts: &Parts) -> Option<String> {
     let oidc = route.auth.iter().find_map(|a| a.as_oidc())?;
     if !oidc.sessions.is_redis() || oidc.find(parts).is_none() {
         return None;
     }
     Some(format!(
-        "route {} matched and the request carries the session cookie {} of authenticator {}, whose sessions live in Redis: keyway would load the session from Redis and allow the request if it is there and unexpired (else 401 session.revoked or session.expired); explain does not contact Redis",
+        "route {} matched and the request carries the session cookie {} of authenticator {}, whose sessions live in Redis: keyway would load the session from Redis and allow the request if it is there and unexpired (else 401 session.revoked or session.expired); `keyway explain` does not contact Redis (the admin listener's POST /explain does)",
         route.name,
         oidc.sessions.cookie_name(),
         oidc.name

@@ -151,8 +151,9 @@ pub struct Trace {
     pub identity: Option<IdentitySummary>,
     pub refusal: Option<Refusal>,
     pub status: u16,
-    /// Time every step (explain); live traffic times only the whole request.
-    pub timed: bool,
+    /// A dry run (explain): every step is timed (live traffic times only the whole request),
+    /// and nothing is changed on the request's behalf — no session renewed, written or ended.
+    pub dry_run: bool,
     /// The upstream that answered a forwarded request (its latency is `upstream_us`).
     pub upstream: Option<Arc<str>>,
     sent_us: u64,
@@ -172,7 +173,7 @@ impl Trace {
             identity: None,
             refusal: None,
             status: 0,
-            timed: false,
+            dry_run: false,
             upstream: None,
             sent_us: 0,
         }
@@ -203,7 +204,7 @@ impl Trace {
     }
 
     pub fn step(&mut self, stage: Stage, note: impl Into<Cow<'static, str>>) {
-        let at_us = if self.timed { self.elapsed_us() } else { 0 };
+        let at_us = if self.dry_run { self.elapsed_us() } else { 0 };
         self.steps.push(Step {
             stage,
             note: note.into(),

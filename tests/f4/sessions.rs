@@ -599,3 +599,84 @@ async fn a_key_rotation_at_the_provider_is_picked_up() {
     );
     gw.stop().await;
 }
+
+/// `POST /explain` on the admin listener of a serving keyway.
+async fn admin_explain(gw: &Gateway, cookie: &str) -> serde_json::Value {
+    let admin = gw.admin.expect("the config has an admin listener");
+    let body = json!({"method": "GET", "url": "/reports", "headers": {"cookie": cookie}});
+    let answer = send_body(
+        "POST",
+        &format!("http://{admin}/explain"),
+        &[("content-type", "application/json")],
+        bytes::Bytes::from(body.to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reads_a_redis_session_and_never_renews_one() {
+    let mut idp_conf = idp_config();
+    idp_conf["ttl"] = json!({"AccessToken": 6, "IdToken": 6});
+    let idp = Idp::start(idp_conf).await;
+    let redis = Redis::start().await;
+    let up = upstream_ok().await;
+    let gw = start(&config(
+        &up.url(),
+        &sso(&idp, &redis_session(&redis), ""),
+        APP_ROUTE,
+        "admin: {listen: 127.0.0.1:0}",
+    ))
+    .await;
+    let signed = sign_in(&gw.url("/"), Some("alice"), None).await;
+    assert!(signed.ok, "{:#}", signed.json);
+    let cookie = signed.cookie_header();
+    // The serving keyway reads the session from Redis: a decision, not "undecided".
+    let report = admin_explain(&gw, &cookie).await;
+    assert_eq!(report["decision"], "allow", "{report:#}");
+    assert_eq!(report["identity"]["subject"], "alice", "{report:#}");
+    // Once the tokens are due, explain says it would renew them, and does not.
+    let tokens_before = idp.count("POST", "/token");
+    let due = poll(Duration::from_secs(15), || {
+        let gw = &gw;
+        let cookie = cookie.clone();
+        async move {
+            let report = admin_explain(gw, &cookie).await;
+            let steps = report["steps"].to_string();
+            steps.contains("due for renewal").then_some(report)
+        }
+    })
+    .await
+    .expect("explain never saw the session due for renewal");
+    assert_eq!(due["decision"], "allow", "{due:#}");
+    assert_eq!(idp.count("POST", "/token"), tokens_before, "{}", idp.log());
+    // The real request renews it, once: the refresh token was not spent by explain.
+    let answer = get(&gw.url("/reports"), &[("cookie", &cookie)]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(idp.count("POST", "/token"), tokens_before + 1);
+    // Signed out: explain sees the session gone.
+    assert_eq!(
+        get(&gw.url("/_keyway/signout"), &[("cookie", &cookie)])
+            .await
+            .status,
+        302
+    );
+    let report = admin_explain(&gw, &cookie).await;
+    assert_eq!(report["refusal"]["reason"], "session.revoked", "{report:#}");
+    // Offline, the CLI says what keyway would do instead of contacting Redis.
+    let config = gw.config_path.to_str().unwrap().to_owned();
+    let cli = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(keyway_bin())
+            .args([
+                "explain", "-c", &config, "GET", "/reports", "--cookie", &cookie,
+            ])
+            .arg("--json")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cli.status.code(), Some(2), "{cli:?}");
+    gw.stop().await;
+}
