@@ -101,14 +101,9 @@ fn with_sign_in_hint(
         return refusal;
     }
     trace.step(Stage::Browser, verdict.rule);
-    let rd: String = form_urlencoded::byte_serialize(
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .as_bytes(),
-    )
-    .collect();
+    // The path alone: the body is shown to whoever reads it, and a query may hold a credential
+    // meant for another route.
+    let rd: String = form_urlencoded::byte_serialize(parts.uri.path().as_bytes()).collect();
     refusal.hint(format!(
         "Sign in at /_keyway/signin?rd={rd}, then come back."
     ))

@@ -348,7 +348,7 @@ async fn f4_behind_traefik_forward_auth() {
         .to_owned();
     assert_eq!(
         hint,
-        "Sign in at /_keyway/signin?rd=%2Freports%3Fmonth%3D11, then come back."
+        "Sign in at /_keyway/signin?rd=%2Freports, then come back."
     );
     assert!(
         up.requests().is_empty(),
