@@ -76,8 +76,8 @@ JWT_SECRET="kw-mux-bench-jwt-secret-$$-0123456789abcdef"
 TARGET_MUX_VS_DIRECT=0.5
 
 # ------------------------------------------------------------------ helpers --
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 for tool in curl python3 sha256sum awk ss; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool"
@@ -96,13 +96,6 @@ declare -a ORDER=()         # targets in the order they first ran
 declare -A RATE_ROUNDS=() CPU_ROUNDS=() LOAD_ROUNDS=() RATE=() CPU=() LOAD=() ERRS=()
 TOTAL_ERRORS=0
 CLK_TCK=$(getconf CLK_TCK)
-
-# alive PID: process exists and is not a zombie.
-alive() {
-    local st
-    st=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z && $st != X ]]
-}
 
 # stop_pid PID: TERM, poll up to 5s, then KILL.
 stop_pid() {
@@ -157,30 +150,6 @@ start_bg() {
     PID_NAME[$LAST_PID]=$name
 }
 
-# forget_pid PID: drop an already-reaped pid from the cleanup list.
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-# Free loopback ports: bind them all at once (so they are distinct) to port 0.
-free_ports() {
-    python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1"
-}
-
-# cpu_ticks PID: user + kernel clock ticks of the process (fields 14 and 15 of its stat).
-cpu_ticks() {
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" ||
-        die "cannot read /proc/$1/stat"
-}
-
 # The load generator's CPU time: `times >FILE` in this shell (never in $(...) or a pipe, which
 # would be a subshell with children of its own) before and after it runs, and
 # times_us FILE: the user + kernel time of this shell's reaped children, in microseconds.
@@ -193,50 +162,13 @@ times_us() {
 
 now_us() { echo $(($(date +%s%N) / 1000)); }
 
-# proc_kb PID FIELD: value in kB of VmHWM / VmRSS from /proc/PID/status
-proc_kb() {
-    awk -v f="$2:" '$1 == f { print $2; found = 1 } END { exit !found }' "/proc/$1/status" ||
-        die "cannot read $2 from /proc/$1/status"
-}
-
 # reset_hwm PID: VmHWM back to the current RSS (Linux clear_refs 5); false where not allowed.
 reset_hwm() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null; }
 
 # json_num KEY FILE: a number field of mux_client's one-line JSON result.
 json_num() { sed -nE "s/.*\"$1\":([0-9.]+).*/\1/p" "$2" | head -n 1; }
 
-# median VALUES...: the middle value (mean of the two middle ones for an even count)
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-
-# ratio A B -> A/B with 3 decimals, or n/a
-ratio() {
-    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"
-        else printf "%.3f\n", a / b
-    }'
-}
-
-kb_to_mb() { awk -v k="${1:-}" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.1f\n", k / 1024; else print "n/a" }'; }
-
-# check_ratio LABEL VALUE OP THRESHOLD -> a line with PASS/MISS (VALUE may be n/a).
-N_PASS=0 N_MISS=0 N_NA=0
-check_ratio() {
-    local label=$1 value=$2 op=$3 thr=$4 verdict
-    verdict=$(awk -v v="$value" -v op="$op" -v t="$thr" 'BEGIN {
-        if (v !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0)
-        print (ok ? "PASS" : "MISS")
-    }')
-    case $verdict in
-        PASS) N_PASS=$((N_PASS + 1)) ;;
-        MISS) N_MISS=$((N_MISS + 1)) ;;
-        *) N_NA=$((N_NA + 1)) ;;
-    esac
-    printf '  %-40s %9s   target %s %-5s %s\n' "$label" "$value" "$op" "$thr" "$verdict"
-}
+RATIO_LABEL_WIDTH=40   # check_ratio's label column (bench/lib.sh)
 
 # ------------------------------------------------------------------ pinning --
 if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then

@@ -88,8 +88,8 @@ TARGET_JWT_RS_VS_PLAIN=0.9
 JWT_SECRET="kw-bench-jwt-secret-$$-0123456789abcdef"
 
 # ------------------------------------------------------------------ helpers --
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 for tool in nginx haproxy wrk curl python3 sha256sum awk ss openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "required tool not found: $tool"
@@ -124,14 +124,6 @@ CLK_TCK=$(getconf CLK_TCK)
 declare -a ORDER=()         # bench_target names in the order they first ran
 declare -A IDLE_HWM=() IDLE_RSS=() IDLE_RSS0=() IDLE_ESTAB=() IDLE_OPEN=()
 declare -a IDLE_ORDER=()
-
-# alive PID: process exists and is not a zombie (our dead children stay
-# zombies until reaped, so `kill -0` alone is not enough).
-alive() {
-    local st
-    st=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $st && $st != Z && $st != X ]]
-}
 
 child_pids() {
     if command -v pgrep >/dev/null 2>&1; then
@@ -200,14 +192,6 @@ start_bg() {
     PID_NAME[$LAST_PID]=$name
 }
 
-# forget_pid PID: drop an already-reaped pid from the cleanup list (so cleanup
-# can never signal an unrelated process that reused the pid).
-forget_pid() {
-    local p keep=()
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
 # wait_http NAME URL PID: poll until URL answers any HTTP status.
 wait_http() {
     local name=$1 url=$2 pid=$3 code deadline=$((SECONDS + READY_TIMEOUT))
@@ -246,17 +230,6 @@ check_all_alive() {
     for pid in "${PIDS[@]}"; do
         alive "$pid" || die "${PID_NAME[$pid]:-pid $pid} died ($1)"
     done
-}
-
-# Free loopback ports: bind them all at once (so they are distinct) to port 0.
-free_ports() {
-    python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1"
 }
 
 # Convert a wrk output file into "RPS P50_US P99_US SOCKET_ERRORS NON2XX".
@@ -340,25 +313,6 @@ bench_target() {
     ERRS[$name]=$((${ERRS[$name]:-0} + errs))
 }
 
-# cpu_ticks PID: user + kernel clock ticks the process has used (fields 14 and 15 of its stat;
-# the name in parentheses may hold spaces, so fields are counted after it).
-cpu_ticks() {
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" ||
-        die "cannot read /proc/$1/stat"
-}
-
-# median VALUES...: the middle value (mean of the two middle ones for an even count)
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
-
-# proc_kb PID FIELD: value in kB of VmHWM / VmRSS from /proc/PID/status
-proc_kb() {
-    awk -v f="$2:" '$1 == f { print $2; found = 1 } END { exit !found }' "/proc/$1/status" ||
-        die "cannot read $2 from /proc/$1/status"
-}
-
 # measure_idle NAME PORT PID: open IDLE_CONNS idle keep-alive connections to
 # 127.0.0.1:PORT, then record VmHWM/VmRSS of PID (the process serving them).
 measure_idle() {
@@ -392,33 +346,8 @@ measure_idle() {
     IDLE_ORDER+=("$name")
 }
 
-# ratio A B -> A/B with 3 decimals, or n/a
-ratio() {
-    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"
-        else printf "%.3f\n", a / b
-    }'
-}
-
-kb_to_mb() { awk -v k="${1:-}" 'BEGIN { if (k ~ /^[0-9]+$/) printf "%.1f\n", k / 1024; else print "n/a" }'; }
-
 # check_ratio LABEL VALUE OP THRESHOLD -> prints a line with PASS/MISS
 # (OP is >= or <=; VALUE may be n/a).
-N_PASS=0 N_MISS=0 N_NA=0
-check_ratio() {
-    local label=$1 value=$2 op=$3 thr=$4 verdict
-    verdict=$(awk -v v="$value" -v op="$op" -v t="$thr" 'BEGIN {
-        if (v !~ /^[0-9.]+$/) { print "n/a"; exit }
-        ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0)
-        print (ok ? "PASS" : "MISS")
-    }')
-    case $verdict in
-        PASS) N_PASS=$((N_PASS + 1)) ;;
-        MISS) N_MISS=$((N_MISS + 1)) ;;
-        *) N_NA=$((N_NA + 1)) ;;
-    esac
-    printf '  %-36s %9s   target %s %-6s %s\n' "$label" "$value" "$op" "$thr" "$verdict"
-}
 
 # ------------------------------------------------------------------ pinning --
 if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
