@@ -30,14 +30,9 @@ pub fn explain(args: &Args<'_>) -> ExitCode {
         }
     };
     let source = source(args.config, args.demo);
-    let loaded = match crate::pipeline::compile::load(&source) {
+    let loaded = match super::load_or_report(&source, ExitCode::from(2)) {
         Ok(l) => l,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}:{e}", source.describe());
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let report = match block_on(explain::explain(
         &loaded.runtime,

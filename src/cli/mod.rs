@@ -175,6 +175,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Loads the config, or prints every error (`SOURCE:LINE:COLUMN: …`) on stderr and gives the
+/// exit code `failure` to return.
+fn load_or_report(
+    source: &crate::config::Source,
+    failure: ExitCode,
+) -> Result<crate::pipeline::compile::Loaded, ExitCode> {
+    crate::pipeline::compile::load(source).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{}:{e}", source.describe());
+        }
+        failure
+    })
+}
+
 fn hash_key(key: &str) -> ExitCode {
     let key = if key == "-" {
         let mut line = String::new();

@@ -10,14 +10,9 @@ use crate::server;
 
 pub fn run(path: PathBuf) -> ExitCode {
     let source = Source::File(path);
-    match crate::pipeline::compile::load(&source) {
+    match super::load_or_report(&source, ExitCode::FAILURE) {
         Ok(loaded) => serve(loaded, source),
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}:{e}", source.describe());
-            }
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 

@@ -119,14 +119,9 @@ pub fn test(config_path: &Path, demo: bool, cases_path: Option<&PathBuf>) -> Exi
             return ExitCode::from(2);
         }
     };
-    let loaded = match crate::pipeline::compile::load(&source) {
+    let loaded = match super::load_or_report(&source, ExitCode::from(2)) {
         Ok(l) => l,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}:{e}", source.describe());
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let results = super::explain::block_on(async {
         let mut results = Vec::new();
