@@ -13,9 +13,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error, Message};
 
-use crate::jwt_support::{hs, now};
 use crate::support::*;
-use crate::{Behaviour, WsUpstream, ws_upstream};
+use crate::{Behaviour, Ws, WsUpstream, ws_upstream};
 
 const KEY: &str = "f3-dashboard-key";
 const SECRET: &str = "f3-consumer-secret-0123456789abcdef";
@@ -53,14 +52,8 @@ routes:
 }
 
 fn token(ttl: i64) -> String {
-    hs(
-        SECRET,
-        &json!({"key": "dash", "sub": "dash-user", "exp": now() + ttl}),
-    )
+    crate::dash_token(SECRET, ttl)
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A handshake to `url` with `headers`: the connection, or the refusal.
 async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, http::HeaderMap), Answer> {

@@ -24,6 +24,18 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
+/// A client's WebSocket connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The dashboard consumer's HS256 token (consumer `dash`, `sub` dash-user), expiring in `ttl` s.
+pub fn dash_token(secret: &str, ttl: i64) -> String {
+    jwt_support::hs(
+        secret,
+        &serde_json::json!({"key": "dash", "sub": "dash-user", "exp": jwt_support::now() + ttl}),
+    )
+}
+
 /// What an upstream does with an accepted connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {

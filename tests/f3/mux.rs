@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::jwt_support::{hs, now};
 use crate::support::*;
-use crate::{Behaviour, WsUpstream, ws_upstream};
+use crate::{Behaviour, Ws, WsUpstream, ws_upstream};
 
 const KEY: &str = "f3-mux-key";
 const SECRET: &str = "f3-mux-secret-0123456789abcdef-0123";
@@ -78,14 +77,8 @@ routes:
 }
 
 fn token(ttl: i64) -> String {
-    hs(
-        SECRET,
-        &json!({"key": "dash", "sub": "dash-user", "exp": now() + ttl}),
-    )
+    crate::dash_token(SECRET, ttl)
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A mux client connection.
 struct Mux {
