@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod civil_time;
 pub mod cli;
 pub mod config;
 pub mod explain;

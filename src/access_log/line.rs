@@ -136,7 +136,7 @@ fn timestamp(buf: &mut Vec<u8>) {
     let secs = now.as_secs();
     let (cached, mut text) = SECOND.get();
     if cached != secs {
-        text = civil(secs);
+        text = crate::civil_time::date_time(i64::try_from(secs).unwrap_or(i64::MAX));
         SECOND.set((secs, text));
     }
     buf.extend_from_slice(&text);
@@ -152,46 +152,9 @@ fn timestamp(buf: &mut Vec<u8>) {
     buf.push(b'Z');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC; Howard Hinnant's days-to-civil).
-fn civil(secs: u64) -> [u8; 19] {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year.clamp(0, 9_999) as u64);
-    put(5, 2, month as u64);
-    put(8, 2, day as u64);
-    put(11, 2, rem / 3_600);
-    put(14, 2, rem % 3_600 / 60);
-    put(17, 2, rem % 60);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(&civil(0), b"1970-01-01T00:00:00");
-        assert_eq!(&civil(951_782_400), b"2000-02-29T00:00:00");
-        assert_eq!(&civil(1_796_603_237), b"2026-12-07T00:27:17");
-        assert_eq!(&civil(4_102_444_799), b"2099-12-31T23:59:59");
-    }
 
     #[test]
     fn json_lines_parse_and_escape() {

@@ -320,24 +320,8 @@ pub fn rfc3339(secs: f64) -> String {
     if !(-62_135_596_800.0..=253_402_300_799.0).contains(&secs) {
         return format!("unix time {secs:.0}");
     }
-    let t = secs.floor() as i64;
-    let (days, rem) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let text = crate::civil_time::date_time(secs.floor() as i64);
+    format!("{}Z", String::from_utf8_lossy(&text))
 }
 
 #[cfg(test)]
