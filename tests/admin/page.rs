@@ -34,14 +34,8 @@ async fn the_page_shows_refusals_live_filters_them_and_explains() {
     std::fs::create_dir_all(screenshot.parent().unwrap()).unwrap();
     let rows =
         "Array.from(document.querySelectorAll('#decisions tbody tr')).map(r => r.dataset.reason)";
-    // The refusal is sent while the page is open: it must appear without a reload. The table as
-    // first shown must not hold it yet (else the page was too slow to prove anything, and the
-    // test fails rather than pass on a page that does not update).
-    let refusal_url = gw.url("/api/tickets");
-    let send_refusal = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
-        get(&refusal_url, &[]).await.status
-    });
+    // The refusal is sent (from outside the browser) only after the table has been read once, so
+    // it can appear only if the page updates live.
     let scenario = json!({"timeoutMs": 15000, "steps": [
         {"goto": page},
         {"waitForText": "admin token required"},
@@ -49,6 +43,7 @@ async fn the_page_shows_refusals_live_filters_them_and_explains() {
         {"click": "#token-form button"},
         {"waitForText": "route.none"},
         {"evaluate": rows},
+        {"request": gw.url("/api/tickets")},
         {"waitForText": "credentials.missing"},
         {"click": "button.count[data-reason='credentials.missing']"},
         {"evaluate": rows},
@@ -63,21 +58,18 @@ async fn the_page_shows_refusals_live_filters_them_and_explains() {
         {"screenshot": screenshot.to_str().unwrap()},
     ]});
     let out = browser(scenario).await;
-    assert_eq!(send_refusal.await.unwrap(), 401);
     assert_eq!(out["ok"], true, "{out:#}");
     let r = results(&out);
     let first: Vec<String> = serde_json::from_value(r[5]["result"].clone()).unwrap();
     assert_eq!(first.len(), 3, "{first:?}");
-    assert!(
-        !first.contains(&"credentials.missing".to_owned()),
-        "the refusal was there before the page was live: {first:?}"
-    );
+    assert!(!first.contains(&"credentials.missing".to_owned()));
+    assert_eq!(r[6]["status"], 401, "{out:#}");
     // Filtered: only the refusal's rows; unfiltered: every decision again.
-    assert_eq!(r[8]["result"], json!(["credentials.missing"]), "{out:#}");
-    let all: Vec<String> = serde_json::from_value(r[10]["result"].clone()).unwrap();
+    assert_eq!(r[9]["result"], json!(["credentials.missing"]), "{out:#}");
+    let all: Vec<String> = serde_json::from_value(r[11]["result"].clone()).unwrap();
     assert_eq!(all.len(), 4, "{all:?}");
     assert!(all.contains(&"route.none".to_owned()) && all.contains(&String::new()));
-    let explained = r[15]["result"].as_str().unwrap();
+    let explained = r[16]["result"].as_str().unwrap();
     for needle in [
         "REFUSE 401",
         "api_key.invalid",
@@ -89,7 +81,7 @@ async fn the_page_shows_refusals_live_filters_them_and_explains() {
     }
     assert!(!explained.contains("not-a-valid-key"), "{explained}");
     // The token went in a header, never in the URL or a cookie.
-    assert_eq!(r[16]["result"], json!([page, "", true]));
+    assert_eq!(r[17]["result"], json!([page, "", true]));
     assert!(screenshot.exists());
     gw.stop().await;
 }

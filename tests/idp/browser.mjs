@@ -250,6 +250,12 @@ async function run() {
         case 'fetch':
           Object.assign(result, await pageFetch(typeof step.fetch === 'string' ? { url: step.fetch } : step.fetch));
           break;
+        case 'request': {
+          // a request from outside the browser (no cookies, no page): e.g. a refusal the open page must show
+          const r = await fetch(step.request, { redirect: 'manual' });
+          result.status = r.status;
+          break;
+        }
         case 'websocket':
           Object.assign(result, await pageWebSocket(step.websocket));
           break;
