@@ -46,31 +46,10 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
-/// The client TLS settings, read once: the system's CA certificates. Certificates that cannot be
-/// read are skipped (and logged); with none at all, every `https://` fetch fails naming why.
+/// The client TLS settings, read once.
 fn tls_config() -> &'static Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for error in &found.errors {
-            tracing::warn!(%error, "a CA certificate of the system store could not be read");
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(found.certs);
-        if ignored > 0 {
-            tracing::warn!(ignored, "CA certificates of the system store were not usable");
-        }
-        if added == 0 {
-            tracing::warn!(
-                "no CA certificate found (install ca-certificates, or set SSL_CERT_FILE): https:// providers and JWKS cannot be verified"
-            );
-        }
-        // ring is the one provider built in, so it is the default.
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    })
+    CONFIG.get_or_init(|| Arc::new(crate::trust::client_config(crate::trust::system_roots())))
 }
 
 /// `scheme://host/path` of a URL, for messages: a query can hold secrets.

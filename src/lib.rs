@@ -25,4 +25,5 @@ pub mod reason;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod trust;
 pub mod websocket;

@@ -11,27 +11,8 @@ use serde_json::json;
 
 use crate::jwt_support::*;
 use crate::support::nginx::{Nginx, free_port};
+use crate::support::tls::self_signed;
 use crate::support::*;
-
-/// A self-signed certificate for 127.0.0.1 (`CA:FALSE`: the trust anchor and the leaf at once).
-fn certificate(dir: &std::path::Path) {
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("this test needs the openssl command");
-    assert!(status.success(), "openssl req failed");
-}
 
 struct Keyway {
     child: Child,
@@ -92,13 +73,7 @@ impl Drop for Keyway {
 #[tokio::test]
 async fn jwks_and_discovery_are_fetched_over_https_from_a_trusted_certificate_only() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    certificate(dir.path());
-    // nginx's workers (nobody) read the key and the documents.
-    for f in ["key.pem", "cert.pem"] {
-        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
-    }
+    self_signed(dir.path(), &["IP:127.0.0.1"]);
     let d = dir.path().display().to_string();
     let server = {
         let d = d.clone();

@@ -5,6 +5,7 @@
 pub mod idp;
 pub mod nginx;
 pub mod redis;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
