@@ -4,11 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::uri::Authority;
+use http::{Request, StatusCode, header};
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::json;
 
@@ -16,6 +15,7 @@ use crate::config::file::FileConfig;
 use crate::config::{self, Source, Warning, interpolate};
 use crate::pipeline::compile::lint;
 use crate::pipeline::runtime::{Runtime, Target, Upstream};
+use crate::pipeline::upstream::pool::Pool;
 
 #[derive(Serialize)]
 struct Probe {
@@ -162,19 +162,22 @@ fn run_probes(rt: &Runtime) -> Vec<Probe> {
     runtime.block_on(async {
         let mut out = Vec::new();
         for upstream in &rt.upstreams {
-            if let Target::Http { .. } = upstream.target {
-                out.push(probe_one(upstream).await);
+            if let Target::Http {
+                authority, pool, ..
+            } = &upstream.target
+            {
+                out.push(probe_one(upstream, authority, pool).await);
             }
         }
         out
     })
 }
 
-async fn probe_one(upstream: &Upstream) -> Probe {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(upstream.timeouts.connect));
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let mut req = Request::get(format!("{}{}", upstream.origin(), upstream.probe_path));
+/// One GET of the probe path on a new connection, opened as the proxy opens its own (TLS and
+/// its trust included), with the upstream's injected credentials.
+async fn probe_one(upstream: &Upstream, authority: &Authority, pool: &Pool) -> Probe {
+    let mut req =
+        Request::get(upstream.probe_path.as_str()).header(header::HOST, authority.as_str());
     for (name, value) in &upstream.inject {
         req = req.header(name, value.expose().clone());
     }
@@ -190,9 +193,8 @@ async fn probe_one(upstream: &Upstream) -> Probe {
             };
         }
     };
-    match tokio::time::timeout(upstream.timeouts.request, client.request(req)).await {
-        Ok(Ok(resp)) => {
-            let status = resp.status();
+    match tokio::time::timeout(upstream.timeouts.request, send_probe(pool, req)).await {
+        Ok(Ok(status)) => {
             let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
             let error = refused.then(|| {
                 if upstream.inject.is_empty() {
@@ -208,16 +210,12 @@ async fn probe_one(upstream: &Upstream) -> Probe {
                 error,
             }
         }
-        Ok(Err(e)) => {
-            let cause =
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
-            Probe {
-                upstream: name,
-                status: None,
-                ok: false,
-                error: Some(format!("cannot reach {}: {cause}", upstream.origin())),
-            }
-        }
+        Ok(Err(cause)) => Probe {
+            upstream: name,
+            status: None,
+            ok: false,
+            error: Some(format!("cannot reach {}: {cause}", upstream.origin())),
+        },
         Err(_) => Probe {
             upstream: name,
             status: None,
@@ -225,4 +223,19 @@ async fn probe_one(upstream: &Upstream) -> Probe {
             error: Some(format!("no answer from {} in time", upstream.origin())),
         },
     }
+}
+
+async fn send_probe(pool: &Pool, req: Request<Empty<Bytes>>) -> Result<StatusCode, String> {
+    let stream = pool.connector().open().await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender
+        .send_request(req)
+        .await
+        .map(|r| r.status())
+        .map_err(|e| {
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string)
+        })
 }

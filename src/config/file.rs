@@ -155,6 +155,18 @@ pub struct UpstreamFile {
     pub inject: BTreeMap<String, SecretText>,
     /// Path `keyway check --probe` requests (default `/`).
     pub probe_path: Option<Text>,
+    /// For an `https://` url: whom to trust and which name the certificate must carry.
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM file of the CAs the upstream's certificate must chain to (relative to the config
+    /// file's folder); default: the system's CA store.
+    pub ca: Option<Text>,
+    /// The name the certificate must carry, also sent as SNI; default: the url's host.
+    pub server_name: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

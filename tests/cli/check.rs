@@ -358,7 +358,7 @@ fn bad_upstream_urls_are_errors() {
     let c = check(
         r#"upstreams:
   a: {url: "127.0.0.1:3000"}
-  b: {url: "https://example.com/"}
+  b: {url: "ws://example.com/"}
   c: {url: "http:// bad"}
   d: {url: "http://127.0.0.1:3000"}
 routes:
@@ -367,7 +367,7 @@ routes:
     );
     c.fails_with(3)
         .has_error(2, 6, "upstreams.a.url", &["needs a scheme and host"])
-        .has_error(3, 6, "upstreams.b.url", &["only http:// upstreams"])
+        .has_error(3, 6, "upstreams.b.url", &["http:// or https://"])
         .has_error(4, 6, "upstreams.c.url", &["is not a URL"]);
 }
 

@@ -15,6 +15,7 @@ mod proxy;
 mod refusals;
 mod router;
 mod upstream_failures;
+mod upstream_tls;
 mod websocket;
 
 use support::*;

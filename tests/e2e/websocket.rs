@@ -19,7 +19,7 @@ use crate::support::*;
 const KEY: &str = "ws-client-key";
 
 /// A WebSocket echo server that records the headers of every handshake it accepts.
-async fn ws_echo() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
+pub(crate) async fn ws_echo() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handshakes: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();

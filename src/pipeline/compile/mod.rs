@@ -2,6 +2,7 @@
 //! into the `Runtime` the stages read; pitfall warnings (`lint`).
 
 pub mod lint;
+mod upstream_tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::config::file::{
     AccessLogFile, AuthenticatorFile, AuthenticatorType, ConsumerFile, FileConfig,
-    OnUnauthenticated, RouteFile, SpellingFile, UpstreamFile, Workers,
+    OnUnauthenticated, RouteFile, SpellingFile, UpstreamFile, UpstreamTlsFile, Workers,
 };
 use crate::config::types::Text;
 use crate::config::{ConfigError, Source as ConfigSource, Warning};
@@ -407,7 +408,7 @@ fn compile_upstream(
         idle: u.timeouts.idle.map_or(Duration::from_secs(90), |t| t.0),
     };
     let target = match (&u.url, &u.builtin) {
-        (Some(url), None) => parse_upstream_url(&url.0, &timeouts, at, path, d)?,
+        (Some(url), None) => parse_upstream_url(&url.0, u.tls.as_ref(), &timeouts, at, path, d)?,
         (None, Some(b)) if b.0 == "echo" => Target::Echo,
         (None, Some(b)) => {
             d.error(
@@ -463,11 +464,13 @@ fn compile_upstream(
 
 fn parse_upstream_url(
     url: &str,
+    tls: Option<&UpstreamTlsFile>,
     timeouts: &Timeouts,
     at: &Location,
     path: &str,
     d: &mut Diagnostics,
 ) -> Option<Target> {
+    let tls_path = format!("{path}.tls");
     let path = format!("{path}.url");
     let Ok(uri) = url.parse::<http::Uri>() else {
         d.error(Some(at), path, format!("{url:?} is not a URL"));
@@ -481,11 +484,11 @@ fn parse_upstream_url(
         );
         return None;
     };
-    if *scheme != Scheme::HTTP {
+    if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
         d.error(
             Some(at),
             path,
-            format!("{url:?}: only http:// upstreams are supported"),
+            format!("{url:?}: an upstream url is http:// or https://"),
         );
         return None;
     }
@@ -497,11 +500,23 @@ fn parse_upstream_url(
         );
         return None;
     }
+    let tls = if *scheme == Scheme::HTTPS {
+        Some(upstream_tls::compile(tls, authority, at, &tls_path, d)?)
+    } else {
+        if tls.is_some() {
+            d.error(
+                Some(at),
+                tls_path,
+                format!("tls is for https:// upstreams, and {url:?} is http://"),
+            );
+        }
+        None
+    };
     Some(Target::Http {
         scheme: scheme.clone(),
         authority: authority.clone(),
         base_path: uri.path().trim_end_matches('/').to_owned(),
-        pool: Pool::new(authority, timeouts),
+        pool: Pool::new(authority, timeouts, tls),
     })
 }
 

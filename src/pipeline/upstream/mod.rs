@@ -1,6 +1,7 @@
 //! The upstream proxy: reused connections (see `pool`), bodies streamed both ways, upgrades
 //! spliced.
 
+pub mod connect;
 pub mod deadline;
 pub mod pool;
 
@@ -363,6 +364,11 @@ fn failure(upstream: &Upstream, err: &ExchangeError, trace: &mut Trace) -> Refus
                 human(upstream.timeouts.connect)
             ),
             "Check that the upstream is reachable, or raise timeouts.connect.",
+        ),
+        ExchangeError::Connect(e @ ConnectError::Tls(_)) => (
+            Reason::UpstreamUnreachable,
+            format!("the connection failed ({e})"),
+            "The upstream's certificate must chain to its tls.ca (default: the system's CA store) and name its tls.server_name (default: the url's host).",
         ),
         ExchangeError::Connect(e) => (
             Reason::UpstreamUnreachable,

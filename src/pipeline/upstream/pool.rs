@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+pub use super::connect::ConnectError;
+use super::connect::{Connector, UpstreamTls};
 use crate::pipeline::body::{Progress, RequestBody};
 use crate::pipeline::runtime::Timeouts;
 
@@ -24,29 +25,10 @@ pub type Sender = SendRequest<RequestBody>;
 /// Idle connections kept per upstream; a connection released beyond this is closed.
 const MAX_IDLE: usize = 256;
 
-#[derive(Debug)]
-pub enum ConnectError {
-    Timeout,
-    Io(std::io::Error),
-    Handshake(hyper::Error),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Timeout => f.write_str("connect timed out"),
-            ConnectError::Io(e) => write!(f, "{e}"),
-            ConnectError::Handshake(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// The connections of one upstream.
 #[derive(Debug)]
 pub struct Pool {
-    /// `host:port`, the port defaulted from the scheme.
-    addr: String,
-    connect_timeout: Duration,
+    connector: Connector,
     idle_timeout: Duration,
     idle: Mutex<Vec<(Sender, Instant)>>,
     /// Whether the task that closes expired idle connections runs (started with the first one).
@@ -54,11 +36,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(authority: &Authority, timeouts: &Timeouts) -> Arc<Pool> {
-        let port = authority.port_u16().unwrap_or(80);
+    pub fn new(authority: &Authority, timeouts: &Timeouts, tls: Option<UpstreamTls>) -> Arc<Pool> {
         Arc::new(Pool {
-            addr: format!("{}:{port}", authority.host()),
-            connect_timeout: timeouts.connect,
+            connector: Connector::new(authority, timeouts.connect, tls),
             idle_timeout: timeouts.idle,
             idle: Mutex::new(Vec::new()),
             reaper: AtomicBool::new(false),
@@ -123,14 +103,13 @@ impl Pool {
         });
     }
 
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     /// A new connection; its task ends when the upstream closes it or every handle is dropped.
     pub async fn connect(&self) -> Result<Sender, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&*self.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)?
-            .map_err(ConnectError::Io)?;
-        // Request and response heads are small writes that must not wait for an ACK.
-        let _ = stream.set_nodelay(true);
+        let stream = self.connector.open().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

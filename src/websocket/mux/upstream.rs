@@ -44,10 +44,12 @@ pub async fn connect(
     parts
         .headers
         .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let authority = match pipeline::prepare(decision, &opener.rt, parts, peer, trace) {
+    let (authority, pool) = match pipeline::prepare(decision, &opener.rt, parts, peer, trace) {
         Prepared::EchoWebSocket(greeting) => return Ok(echo_stream(greeting).await),
         Prepared::Forward { .. } => match &route.upstream.target {
-            Target::Http { authority, .. } => authority.clone(),
+            Target::Http {
+                authority, pool, ..
+            } => (authority.clone(), pool.clone()),
             _ => return Err(not_websocket(&route.upstream.name)),
         },
         Prepared::Answered(_) | Prepared::Mux => return Err(not_websocket(&route.upstream.name)),
@@ -82,26 +84,22 @@ pub async fn connect(
     {
         headers.insert(header::HOST, host);
     }
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
     let handshake = async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| {
+        // TCP, and TLS for an https:// upstream: the stream then speaks plain WebSocket frames.
+        let stream = pool.connector().open().await.map_err(|e| {
             Refusal::new(
                 Reason::UpstreamUnreachable,
                 format!(
-                    "Upstream {} ({addr}): the connection failed ({e}).",
-                    route.upstream.name
+                    "Upstream {} ({}): the connection failed ({e}).",
+                    route.upstream.name,
+                    route.upstream.origin()
                 ),
             )
         })?;
-        let _ = tcp.set_nodelay(true);
         let config = crate::websocket::pump::config()
             .max_message_size(Some(opener.max_frame_bytes))
             .max_frame_size(Some(opener.max_frame_bytes));
-        let io: Box<dyn Io> = Box::new(tcp);
+        let io: Box<dyn Io> = Box::new(stream);
         tokio_tungstenite::client_async_with_config(request, io, Some(config))
             .await
             .map(|(ws, _)| ws)
