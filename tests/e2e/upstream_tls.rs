@@ -11,20 +11,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::nginx::Nginx;
-use crate::support::tls::self_signed;
+use crate::support::tls::{self_signed, tls_nginx};
 use crate::support::*;
 
 /// nginx over TLS: `/ws/` proxied to `ws` (a WebSocket echo), everything else answered with
 /// what nginx saw of the TLS connection and the request.
-async fn tls_nginx(dir: &std::path::Path, ws: std::net::SocketAddr) -> Nginx {
-    let d = dir.display().to_string();
-    Nginx::start(move |port| {
+async fn upstream_nginx(dir: &std::path::Path, ws: std::net::SocketAddr) -> Nginx {
+    tls_nginx(
+        dir,
         format!(
-            r#"    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {d}/cert.pem;
-        ssl_certificate_key {d}/key.pem;
-        location /ws/ {{
+            r#"        location /ws/ {{
             proxy_pass http://{ws};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -33,10 +29,9 @@ async fn tls_nginx(dir: &std::path::Path, ws: std::net::SocketAddr) -> Nginx {
         location / {{
             default_type text/plain;
             return 200 "uri=$request_uri sni=$ssl_server_name alpn=$ssl_alpn_protocol n=$connection_requests auth=$http_authorization\n";
-        }}
-    }}"#
-        )
-    })
+        }}"#
+        ),
+    )
     .await
 }
 
@@ -71,7 +66,7 @@ async fn an_https_upstream_is_verified_reused_and_carries_upgrades() {
     self_signed(dir.path(), &["IP:127.0.0.1", "DNS:upstream.test"]);
     let cert = std::fs::read(dir.path().join("cert.pem")).unwrap();
     let (ws, handshakes) = crate::websocket::ws_echo().await;
-    let server = tls_nginx(dir.path(), ws).await;
+    let server = upstream_nginx(dir.path(), ws).await;
     let gw = start_with_files(&config(server.port), &[("cert.pem", &cert)]).await;
 
     // Trusted through tls.ca; ALPN says HTTP/1.1; the second request rides the same TLS

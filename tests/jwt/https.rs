@@ -10,8 +10,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use crate::jwt_support::*;
-use crate::support::nginx::{Nginx, free_port};
-use crate::support::tls::self_signed;
+use crate::support::nginx::free_port;
+use crate::support::tls::{self_signed, tls_nginx};
 use crate::support::*;
 
 struct Keyway {
@@ -75,21 +75,11 @@ async fn jwks_and_discovery_are_fetched_over_https_from_a_trusted_certificate_on
     let dir = tempfile::tempdir().unwrap();
     self_signed(dir.path(), &["IP:127.0.0.1"]);
     let d = dir.path().display().to_string();
-    let server = {
-        let d = d.clone();
-        Nginx::start(move |port| {
-            format!(
-                r#"    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {d}/cert.pem;
-        ssl_certificate_key {d}/key.pem;
-        root {d}/www;
-        default_type application/json;
-    }}"#
-            )
-        })
-        .await
-    };
+    let server = tls_nginx(
+        dir.path(),
+        format!("        root {d}/www;\n        default_type application/json;"),
+    )
+    .await;
     let base = format!("https://127.0.0.1:{}", server.port);
     let www = dir.path().join("www");
     std::fs::create_dir_all(www.join(".well-known")).unwrap();

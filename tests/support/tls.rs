@@ -29,3 +29,15 @@ pub fn self_signed(dir: &Path, sans: &[&str]) {
         std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 }
+
+/// nginx serving TLS with `dir`'s `cert.pem` and `key.pem` (see `self_signed`), its server block
+/// holding the directives `inside`.
+pub async fn tls_nginx(dir: &Path, inside: String) -> super::nginx::Nginx {
+    let d = dir.display().to_string();
+    super::nginx::Nginx::start(move |port| {
+        format!(
+            "    server {{\n        listen 127.0.0.1:{port} ssl;\n        ssl_certificate {d}/cert.pem;\n        ssl_certificate_key {d}/key.pem;\n{inside}\n    }}"
+        )
+    })
+    .await
+}
