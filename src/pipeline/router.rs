@@ -72,7 +72,21 @@ impl Matcher {
         self.host == other.host && self.path == other.path && a == b && ha == hb
     }
 
+    #[inline]
     fn matches(&self, host: Option<&str>, path: &str, method: &Method, parts: &Parts) -> bool {
+        self.miss(host, path, method, parts).is_none()
+    }
+
+    /// The first criterion the request fails, in a fixed order; `None` when it matches. The
+    /// router and explain both ask this, so explain's reason is the router's.
+    #[inline]
+    fn miss(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        parts: &Parts,
+    ) -> Option<Miss<'_>> {
         let host_ok = match (&self.host, host) {
             (HostMatch::Any, _) => true,
             (HostMatch::Exact(h), Some(got)) => h.eq_ignore_ascii_case(got),
@@ -82,71 +96,59 @@ impl Matcher {
             }
             (_, None) => false,
         };
-        host_ok
-            && match &self.path {
-                PathMatch::Exact(p) => path == p,
-                PathMatch::Prefix(p) => path_has_prefix(path, p),
+        if !host_ok {
+            return Some(Miss::Host);
+        }
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path_has_prefix(path, p),
+        };
+        if !path_ok {
+            return Some(Miss::Path);
+        }
+        if !(self.methods.is_empty() || self.methods.contains(method)) {
+            return Some(Miss::Method);
+        }
+        self.headers
+            .iter()
+            .find(|(name, value)| !parts.headers.get_all(name).iter().any(|v| v == value))
+            .map(|(name, value)| Miss::Header(name, value))
+    }
+
+    /// Why this matcher refuses the request, in words (explain only).
+    fn mismatch(&self, host: Option<&str>, parts: &Parts) -> Option<String> {
+        let path = parts.uri.path();
+        Some(match self.miss(host, path, &parts.method, parts)? {
+            Miss::Host => {
+                let wanted = match &self.host {
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Suffix(s) => format!("*{s}"),
+                    HostMatch::Any => "any host".to_owned(),
+                };
+                format!("host {} is not {wanted}", host.unwrap_or("(none)"))
             }
-            && (self.methods.is_empty() || self.methods.contains(method))
-            && self
-                .headers
-                .iter()
-                .all(|(name, value)| parts.headers.get_all(name).iter().any(|v| v == value))
+            Miss::Path => match &self.path {
+                PathMatch::Exact(p) => format!("path {path} is not exactly {p}"),
+                PathMatch::Prefix(p) => format!("path {path} is not under {p}"),
+            },
+            Miss::Method => {
+                let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+                format!("method {} is not one of {}", parts.method, names.join(", "))
+            }
+            Miss::Header(name, value) => format!(
+                "header {name}: {} is not sent",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+        })
     }
 }
 
-impl Matcher {
-    /// Why this matcher refuses the request, in the order `matches` checks (explain only).
-    fn mismatch(&self, host: Option<&str>, parts: &Parts) -> Option<String> {
-        let path = parts.uri.path();
-        if !self.matches(host, path, &parts.method, parts) {
-            return Some(self.first_failure(host, path, parts));
-        }
-        None
-    }
-
-    fn first_failure(&self, host: Option<&str>, path: &str, parts: &Parts) -> String {
-        let any = Matcher {
-            host: HostMatch::Any,
-            path: PathMatch::Prefix("/".to_owned()),
-            methods: Vec::new(),
-            headers: Vec::new(),
-        };
-        let host_only = Matcher {
-            host: self.host.clone(),
-            ..any.clone()
-        };
-        if !host_only.matches(host, path, &parts.method, parts) {
-            let wanted = match &self.host {
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Suffix(s) => format!("*{s}"),
-                HostMatch::Any => "any host".to_owned(),
-            };
-            return format!("host {} is not {wanted}", host.unwrap_or("(none)"));
-        }
-        match &self.path {
-            PathMatch::Exact(p) if path != p => {
-                return format!("path {path} is not exactly {p}");
-            }
-            PathMatch::Prefix(p) if !path_has_prefix(path, p) => {
-                return format!("path {path} is not under {p}");
-            }
-            _ => {}
-        }
-        if !self.methods.is_empty() && !self.methods.contains(&parts.method) {
-            let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
-            return format!("method {} is not one of {}", parts.method, names.join(", "));
-        }
-        for (name, value) in &self.headers {
-            if !parts.headers.get_all(name).iter().any(|v| v == value) {
-                return format!(
-                    "header {name}: {} is not sent",
-                    String::from_utf8_lossy(value.as_bytes())
-                );
-            }
-        }
-        "does not match".to_owned()
-    }
+/// The criterion a request failed.
+enum Miss<'a> {
+    Host,
+    Path,
+    Method,
+    Header(&'a HeaderName, &'a HeaderValue),
 }
 
 /// `/api` matches `/api` and `/api/x` but not `/apix`; `/api/` matches `/api/x` and `/api`.
