@@ -22,10 +22,9 @@ use super::drain::Drain;
 use super::framing::FramingFlag;
 use super::guarded_io::GuardedIo;
 use crate::app::App;
-use crate::pipeline::runtime::Runtime;
-
 use crate::pipeline::headers::Client;
 use crate::pipeline::headers::ConflictingFraming;
+use crate::pipeline::runtime::Runtime;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

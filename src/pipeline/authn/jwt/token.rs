@@ -76,7 +76,6 @@ impl fmt::Display for TokenError {
     }
 }
 
-/// A short, printable rendering of an attacker-controlled string for a detail.
 /// The claim names of a token's payload, read without verifying it: for explain and `check
 /// --token`, which show names and never values. `None` when it is not a JWT with a JSON
 /// object payload.
@@ -87,6 +86,7 @@ pub fn unverified_claim_names(token: &str) -> Option<Vec<String>> {
     Some(map.keys().cloned().collect())
 }
 
+/// A short, printable rendering of an attacker-controlled string for a detail.
 pub fn show(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(40) + 2);
     out.push('"');
