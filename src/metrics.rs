@@ -255,6 +255,8 @@ impl Metrics {
         let (event, reason) = match (opened, refused) {
             (true, _) => {
                 self.mux_open.inc();
+                // A mux stream is a WebSocket stream too.
+                self.websocket_stream_opened("mux");
                 ("opened", "")
             }
             (false, r) => ("refused", r.map_or("", |r| r.code())),
@@ -264,8 +266,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn mux_stream_closed(&self) {
+    /// A multiplexer stream closed; `reason` is `mux.stream_overflow` when keyway closed it for
+    /// not reading, else empty.
+    pub fn mux_stream_closed(&self, reason: &'static str) {
         self.mux_open.dec();
+        self.websocket_stream_closed(reason);
         self.mux_streams
             .get_or_create(&StreamLabels {
                 event: "closed",

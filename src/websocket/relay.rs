@@ -114,7 +114,7 @@ pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Cont
         let app = &context.app;
         // A credential that ended names its reason; other ends are normal closes.
         app.metrics
-            .websocket_stream_closed(if ended.code == 4401 { ended.why } else { "" });
+            .websocket_stream_closed(ended.reason.map_or("", Reason::code));
         if context.log {
             app.access_log.websocket_closed(&WebSocketClosed {
                 request_id: context.request_id.as_str(),
@@ -129,14 +129,29 @@ pub fn spawn(tunnels: &Arc<Tunnels>, tunnel: Tunnel, watch: Watch, context: Cont
     });
 }
 
-/// How a relay ended, for its log line.
+/// How a relay ended, for its log line and metrics.
 pub struct Ended {
     pub why: &'static str,
     pub code: u16,
+    /// The credential's end that closed it (expiry, revocation), if that was the cause.
+    pub reason: Option<Reason>,
 }
 
 fn ended(why: &'static str, code: u16) -> Ended {
-    Ended { why, code }
+    Ended {
+        why,
+        code,
+        reason: None,
+    }
+}
+
+/// The credential ended: 4401 and the reason code.
+fn credential_ended(reason: Reason) -> Ended {
+    Ended {
+        why: reason.code(),
+        code: 4401,
+        reason: Some(reason),
+    }
 }
 
 async fn bytes(
@@ -242,7 +257,7 @@ async fn frames(
         Outcome::Credential(reason) => {
             pump::last_write(client_tx.send(close(4401, reason.code()))).await;
             pump::last_write(upstream_tx.send(close(1000, ""))).await;
-            ended(reason.code(), 4401)
+            credential_ended(reason)
         }
         Outcome::Stopping => {
             pump::last_write(client_tx.send(close(1001, "keyway shutting down"))).await;

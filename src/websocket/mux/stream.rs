@@ -92,7 +92,6 @@ pub async fn run(opener: Opener, id: String, generation: u64, mut parts: Parts, 
             trace.status = 101;
             opener.app.record(&trace, &opener.rt);
             opener.app.metrics.mux_stream(true, None);
-            opener.app.metrics.websocket_stream_opened("mux");
             let _ = out
                 .send(Out::Json(json!({"type": "opened", "id": id})))
                 .await;
@@ -131,6 +130,10 @@ pub async fn run(opener: Opener, id: String, generation: u64, mut parts: Parts, 
         ending = upstream_to_client(&id, &mut up_rx, &out) => ending,
         () = aborted => Ending::Overflow,
     };
+    let closed_by_keyway = match ending {
+        Ending::Overflow => Reason::MuxStreamOverflow.code(),
+        _ => "",
+    };
     let (code, reason) = match ending {
         Ending::ClientClosed(frame) => {
             let code = frame.as_ref().map_or(1000, |f| u16::from(f.code));
@@ -153,13 +156,7 @@ pub async fn run(opener: Opener, id: String, generation: u64, mut parts: Parts, 
         // It is not reading: dropping it is the close.
         Ending::Overflow => (1011, Reason::MuxStreamOverflow.code().to_owned()),
     };
-    opener.app.metrics.mux_stream_closed();
-    let overflowed = code == 1011 && reason == Reason::MuxStreamOverflow.code();
-    opener.app.metrics.websocket_stream_closed(if overflowed {
-        Reason::MuxStreamOverflow.code()
-    } else {
-        ""
-    });
+    opener.app.metrics.mux_stream_closed(closed_by_keyway);
     // Refuse anything more for this stream before the client can learn it is closed: data
     // sent after `closed` is then `mux.unknown_stream`, never silently dropped.
     drop(from_client);
