@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::file::FileConfig;
-use crate::config::{self, Source, Warning, interpolate};
+use crate::config::{Source, Warning};
 use crate::pipeline::compile::lint;
 use crate::pipeline::runtime::{Runtime, Target, Upstream};
 use crate::pipeline::upstream::pool::Pool;
@@ -43,7 +43,7 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
         }
     };
     let mut warnings = loaded.warnings;
-    let file = file_config(path);
+    let file = &loaded.file;
     if let Some(token_path) = token {
         let text = match std::fs::read_to_string(token_path) {
             Ok(t) => t,
@@ -52,10 +52,7 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
                 return ExitCode::FAILURE;
             }
         };
-        let Some(file) = &file else {
-            return ExitCode::FAILURE;
-        };
-        match lint::token(file, text.trim()) {
+        match lint::token(file, &loaded.runtime, text.trim()) {
             Ok(found) => warnings.extend(found),
             Err(e) => {
                 eprintln!("keyway check: {}: {e}", token_path.display());
@@ -68,7 +65,7 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
     } else {
         Vec::new()
     };
-    warnings.extend(probe_warnings(&probes, &loaded.runtime, file.as_ref()));
+    warnings.extend(probe_warnings(&probes, &loaded.runtime, file));
     let failed = probes.iter().any(|p| !p.ok);
     if as_json {
         let mut out = json!({"errors": [], "warnings": warnings});
@@ -107,18 +104,8 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
     }
 }
 
-/// The config as written, for warnings that need its places (already validated by `load`).
-fn file_config(path: &Path) -> Option<FileConfig> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    interpolate::with_base_dir(dir, || config::parse(&text)).ok()
-}
-
 /// An upstream that refused the probe (F5), as a warning at its place in the file.
-fn probe_warnings(probes: &[Probe], rt: &Runtime, file: Option<&FileConfig>) -> Vec<Warning> {
+fn probe_warnings(probes: &[Probe], rt: &Runtime, file: &FileConfig) -> Vec<Warning> {
     let mut d = crate::pipeline::compile::Diagnostics::default();
     for p in probes {
         let Some(status) = p.status.filter(|s| *s == 401 || *s == 403) else {
@@ -129,9 +116,7 @@ fn probe_warnings(probes: &[Probe], rt: &Runtime, file: Option<&FileConfig>) -> 
             .iter()
             .find(|u| *u.name == p.upstream)
             .is_some_and(|u| !u.inject.is_empty());
-        let at = file
-            .and_then(|f| f.upstreams.get(&p.upstream))
-            .map(|s| &s.referenced);
+        let at = file.upstreams.get(&p.upstream).map(|s| &s.referenced);
         let place = format!("upstreams.{}", p.upstream);
         if injects {
             d.warn(

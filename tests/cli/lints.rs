@@ -164,6 +164,59 @@ fn f2_check_token_names_the_routes_that_would_refuse_it_and_never_the_token() {
     assert!(out.stderr.contains("does not hold a JWT"), "{}", out.stderr);
 }
 
+/// The mode and the claims come from the compiled authenticator: a `secret` without `issuer`
+/// is issuer mode (the token needs `sub`, not `key`), and a consumer-mode `identity_claim` is
+/// required too.
+#[test]
+fn check_token_reads_the_claims_the_compiled_authenticator_requires() {
+    let yaml = r#"upstreams:
+  app: {url: "http://127.0.0.1:3000"}
+consumers:
+  - name: alice
+    jwt: {key: alice-key, secret: "alice-secret-0123456789abcdef0123456789"}
+authenticators:
+  shared: {type: jwt, secret: "shared-secret-0123456789abcdef0123456789", audience: [app]}
+  named: {type: jwt, identity_claim: email}
+routes:
+  - {name: shared, match: {path_prefix: /shared/}, upstream: app, auth: [shared]}
+  - {name: named, match: {path_prefix: /named/}, upstream: app, auth: [named]}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(
+        dir.path(),
+        json!({"sub": "alice", "aud": "app", "key": "alice-key"}),
+    );
+    let c = check(yaml, &["--token", &token]);
+    assert!(
+        c.warnings("token_lacks_consumer_claim").is_empty(),
+        "{:#}",
+        c.json
+    );
+    let w = c.one("token_lacks_identity_claim", 11);
+    let message = w["message"].as_str().unwrap();
+    assert!(
+        message.contains("route named")
+            && message.contains("\"email\"")
+            && message.contains("jwt.claim_missing"),
+        "{message}"
+    );
+    // Without `sub`, the issuer-mode route is named, with its setting.
+    let no_sub = token_file(
+        dir.path(),
+        json!({"aud": "app", "key": "alice-key", "email": "a@x"}),
+    );
+    let c = check(yaml, &["--token", &no_sub]);
+    let w = c.one("token_lacks_identity_claim", 10);
+    assert!(
+        w["message"].as_str().unwrap().contains("route shared"),
+        "{w:#}"
+    );
+    assert!(
+        w["fix"].as_str().unwrap().contains("set identity_claim"),
+        "{w:#}"
+    );
+}
+
 fn oidc_config(routes: &str) -> String {
     format!(
         r#"upstreams:

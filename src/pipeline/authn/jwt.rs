@@ -73,6 +73,14 @@ pub struct JwtAuth {
     cache: Cache,
 }
 
+/// A claim a token must carry (see `JwtAuth::required_claims`).
+pub struct RequiredClaim<'a> {
+    pub claim: &'a str,
+    pub setting: &'static str,
+    pub role: &'static str,
+    pub reason: Reason,
+}
+
 #[derive(Debug)]
 enum Mode {
     Consumer {
@@ -155,6 +163,30 @@ impl JwtAuth {
             Mode::Remote(jwks) => Some(jwks),
             _ => None,
         }
+    }
+
+    /// The claims a token must carry to be accepted here, each with the setting that names it
+    /// and the refusal its absence gets: `check --token` reads this, so it cannot disagree
+    /// with `verify` about the mode.
+    pub fn required_claims(&self) -> Vec<RequiredClaim<'_>> {
+        let mut out = Vec::new();
+        if let Mode::Consumer { claim, .. } = &*self.mode {
+            out.push(RequiredClaim {
+                claim,
+                setting: "consumer_claim",
+                role: "to pick the consumer",
+                reason: Reason::JwtConsumerClaimMissing,
+            });
+        }
+        if let Some(claim) = &self.identity_claim {
+            out.push(RequiredClaim {
+                claim,
+                setting: "identity_claim",
+                role: "as the identity",
+                reason: Reason::JwtClaimMissing,
+            });
+        }
+        out
     }
 
     /// Verified-token cache hits and misses so far (for `/metrics`).

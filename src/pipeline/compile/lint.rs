@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use super::Diagnostics;
 use crate::config::Warning;
-use crate::config::file::{AuthenticatorType, FileConfig, OnUnauthenticated, UnderscorePolicy};
+use crate::config::file::{FileConfig, OnUnauthenticated, UnderscorePolicy};
+use crate::pipeline::authn::Authenticator;
 use crate::pipeline::router::{HostMatch, Matcher, PathMatch, path_has_prefix};
-use crate::pipeline::runtime::Route;
+use crate::pipeline::runtime::{Route, Runtime};
 
 pub fn check(file: &FileConfig, d: &mut Diagnostics) {
     for (name, spanned) in &file.authenticators {
@@ -215,8 +216,10 @@ fn shadows(public: &Matcher, protected: &Matcher) -> bool {
 }
 
 /// `check --token FILE`: the token a client will send, against every route whose JWT
-/// authenticator would read it (F2). Names only: the token's values are never printed.
-pub fn token(file: &FileConfig, token: &str) -> Result<Vec<Warning>, String> {
+/// authenticator would read it (F2). The claims each authenticator requires come from the
+/// compiled authenticator, the places from the file. Names only: the token's values are never
+/// printed.
+pub fn token(file: &FileConfig, rt: &Runtime, token: &str) -> Result<Vec<Warning>, String> {
     let claims = crate::pipeline::authn::jwt::token::unverified_claim_names(token).ok_or(
         "the --token file does not hold a JWT (header.payload.signature with a JSON payload)",
     )?;
@@ -226,48 +229,40 @@ pub fn token(file: &FileConfig, token: &str) -> Result<Vec<Warning>, String> {
     } else {
         claims.join(", ")
     };
-    for (i, route) in file.routes.iter().enumerate() {
-        for name in route.value.auth.iter().flatten() {
-            let Some(auth) = file.authenticators.get(&name.value.0) else {
+    for (i, spanned) in file.routes.iter().enumerate() {
+        let name = &spanned.value.name.value.0;
+        let Some(route) = rt.router.routes().iter().find(|r| *r.name == **name) else {
+            continue;
+        };
+        for auth in &route.auth {
+            let Authenticator::Jwt(jwt) = &**auth else {
                 continue;
             };
-            let a = &auth.value;
-            if a.kind != AuthenticatorType::Jwt {
-                continue;
-            }
-            let name = &name.value.0;
-            let (code, claim, what, setting) = if a.issuer.is_none() {
-                let claim = a.consumer_claim.as_ref().map_or("key", |c| c.0.as_str());
-                (
-                    "token_lacks_consumer_claim",
-                    claim,
-                    "to pick the consumer",
-                    "consumer_claim",
+            for required in jwt.required_claims() {
+                let claim = required.claim;
+                if claims.iter().any(|c| c == claim) {
+                    continue;
+                }
+                let code = if required.setting == "consumer_claim" {
+                    "token_lacks_consumer_claim"
+                } else {
+                    "token_lacks_identity_claim"
+                };
+                d.warn(
+                    code,
+                    format!(
+                        "route {name}: the token has no claim \"{claim}\", which authenticator {} reads {}, so it would be refused ({}); claims present: {present}",
+                        jwt.name(),
+                        required.role,
+                        required.reason.code(),
+                    ),
                 )
-            } else {
-                let claim = a.identity_claim.as_ref().map_or("sub", |c| c.0.as_str());
-                (
-                    "token_lacks_identity_claim",
-                    claim,
-                    "as the identity",
-                    "identity_claim",
-                )
-            };
-            if claims.iter().any(|c| c == claim) {
-                continue;
+                .at(Some(&spanned.referenced), format!("routes[{i}]"))
+                .fix(format!(
+                    "set {}: <one of the token's claims> on authenticator {}, or have the token's issuer add \"{claim}\"",
+                    required.setting, jwt.name()
+                ));
             }
-            d.warn(
-                code,
-                format!(
-                    "route {}: the token has no claim \"{claim}\", which authenticator {name} reads {what}, so it would be refused (jwt.{}); claims present: {present}",
-                    route.value.name.value.0,
-                    if code == "token_lacks_consumer_claim" { "consumer_claim_missing" } else { "claim_missing" },
-                ),
-            )
-            .at(Some(&route.referenced), format!("routes[{i}]"))
-            .fix(format!(
-                "set {setting}: <one of the token's claims> on authenticator {name}, or have the token's issuer add \"{claim}\""
-            ));
         }
     }
     Ok(d.warnings)

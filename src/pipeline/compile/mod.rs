@@ -39,6 +39,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Loaded {
     pub runtime: Runtime,
     pub warnings: Vec<Warning>,
+    /// The config as written, for warnings that name their places (`check --token`, probes).
+    pub file: FileConfig,
 }
 
 pub fn load(source: &ConfigSource) -> Result<Loaded, Vec<ConfigError>> {
@@ -69,7 +71,12 @@ pub fn load(source: &ConfigSource) -> Result<Loaded, Vec<ConfigError>> {
 pub fn load_str(text: &str, base_dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
     crate::config::interpolate::with_base_dir(base_dir, || {
         let file = crate::config::parse(text).map_err(|e| vec![e])?;
-        compile(&file)
+        let (runtime, warnings) = compile(&file)?;
+        Ok(Loaded {
+            runtime,
+            warnings,
+            file,
+        })
     })
 }
 
@@ -119,7 +126,7 @@ pub struct ConsumerEntry<'a> {
     pub runtime: Arc<Consumer>,
 }
 
-pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
+pub fn compile(file: &FileConfig) -> Result<(Runtime, Vec<Warning>), Vec<ConfigError>> {
     let mut d = Diagnostics::default();
     let listen = compile_listen(file, &mut d);
     let tls = file
@@ -208,10 +215,7 @@ pub fn compile(file: &FileConfig) -> Result<Loaded, Vec<ConfigError>> {
         endpoints: Endpoints::new(&authenticators.values().cloned().collect::<Vec<_>>()),
         authenticators: authenticators.into_values().collect(),
     };
-    Ok(Loaded {
-        runtime,
-        warnings: d.warnings,
-    })
+    Ok((runtime, d.warnings))
 }
 
 fn spelling(s: SpellingFile) -> Spelling {
