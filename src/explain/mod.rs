@@ -73,6 +73,13 @@ fn build(rt: &Runtime, request: &Asked) -> Result<(Parts, bool), String> {
         .url
         .parse()
         .map_err(|_| format!("{:?} is not a URL or a path", request.url))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Clients send user info as `Authorization: Basic`, never in Host; and it is a password,
+        // which a report must not show.
+        return Err(
+            "the URL carries user info (user:password@host): a client sends that as an Authorization header; give it with -H instead".to_owned(),
+        );
+    }
     let tls = uri.scheme_str() == Some("https");
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let (mut parts, ()) = http::Request::builder()

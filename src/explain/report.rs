@@ -158,7 +158,7 @@ pub fn build(rt: &Runtime, asked: &Asked, original: &Parts, peer: IpAddr, run: D
                 .filter(|(_, why)| why.is_none())
                 .map(|(r, _)| r.clone())
         });
-    let secret_query = secret_query(rt);
+    let secret_query = dry_run::secret_query_names(rt);
     let request = RequestSeen {
         method: original.method.to_string(),
         url: dry_run::redact_query(&asked.url, &secret_query),
@@ -268,18 +268,6 @@ pub fn build(rt: &Runtime, asked: &Asked, original: &Parts, peer: IpAddr, run: D
         Outcome::Undecided(why) => report.undecided = Some(why),
     }
     report
-}
-
-fn secret_query(rt: &Runtime) -> Vec<String> {
-    let mut names = vec!["access_token".to_owned()];
-    for auth in &rt.authenticators {
-        for source in auth.sources() {
-            if let Source::Query { param, .. } = source {
-                names.push(param.clone());
-            }
-        }
-    }
-    names
 }
 
 /// Each of the route's authenticators: where it looked in the request as sent, what it found,

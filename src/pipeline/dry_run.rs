@@ -220,7 +220,9 @@ pub fn secret_header_names(rt: &Runtime, route: &Route) -> Vec<String> {
     names
 }
 
-fn secret_query_names(rt: &Runtime) -> Vec<String> {
+/// The query parameters that carry credentials: every authenticator's `query:` sources and
+/// `access_token`.
+pub fn secret_query_names(rt: &Runtime) -> Vec<String> {
     let mut names = vec!["access_token".to_owned()];
     for auth in &rt.authenticators {
         names.extend(auth.sources().iter().filter_map(|s| match s {
@@ -253,7 +255,11 @@ pub fn redact_query(path_and_query: &str, secret: &[String]) -> String {
         .split('&')
         .map(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            if secret.iter().any(|s| s == name) {
+            // Compared decoded, as the authenticators read it: `api%5Fkey` is `api_key`.
+            let decoded = form_urlencoded::parse(name.as_bytes())
+                .next()
+                .map(|(n, _)| n);
+            if decoded.is_some_and(|d| secret.iter().any(|s| *s == *d)) {
                 format!("{name}=<redacted:{name}>")
             } else {
                 pair.to_owned()

@@ -332,3 +332,47 @@ routes:
     );
     assert!(!out.all().contains("opaque-session-id"));
 }
+
+/// A query credential whose name is percent-encoded (`api%5Fkey`) is the authenticator's
+/// `api_key` once decoded: explain must redact it as such, in the request it shows and in the
+/// upstream request. A URL with user info is refused without echoing the password.
+#[test]
+fn encoded_query_credentials_and_user_info_never_reach_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "keyway.yaml",
+        r#"
+upstreams:
+  app: {builtin: echo}
+consumers:
+  - {name: desk, api_keys: ["sha256:a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873"]}
+authenticators:
+  keys: {type: api_key, from: ["query:api_key"]}
+routes:
+  - {name: api, match: {path_prefix: /api/}, upstream: app, auth: [keys], forward_client_credentials: true}
+"#,
+    );
+    for format in [&[][..], &["--json"][..]] {
+        let mut args = vec![
+            "explain",
+            "-c",
+            &config,
+            "GET",
+            "http://a/api/x?api%5Fkey=demo-key-123&x=1",
+        ];
+        args.extend_from_slice(format);
+        let out = keyway(&args, &[], None);
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(out.stdout.contains("api%5Fkey=<redacted"), "{}", out.stdout);
+        assert!(!out.all().contains("demo-key-123"), "{}", out.all());
+    }
+    let out = keyway(
+        &["explain", "-c", &config, "GET", "http://u:hunter2@a/api/x"],
+        &[],
+        None,
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("user info"), "{}", out.all());
+    assert!(!out.all().contains("hunter2"), "{}", out.all());
+}
