@@ -15,9 +15,9 @@ use super::authn::source::Source;
 use super::body::Body;
 use super::canonical::Authority;
 use super::headers::{Client, Peer};
-use super::trace::{RequestPath, Stage, Trace};
+use super::trace::{Stage, Trace};
 use super::unauthenticated::Mode;
-use super::{Prepared, admit, decide_route, prepare, request_id, upstream};
+use super::{Prepared, admit, decide_route, prepare, upstream};
 use crate::oidc::Conn;
 use crate::pipeline::runtime::{Route, Runtime};
 
@@ -63,14 +63,8 @@ pub enum Where {
 
 /// Runs `parts` as if it arrived from `peer` (over TLS when `tls`).
 pub async fn dry_run(rt: &Runtime, mut parts: Parts, peer: IpAddr, tls: bool, at: Where) -> DryRun {
-    let (request_id, _) = request_id::of(&parts.headers);
-    let mut trace = Trace::start(
-        request_id,
-        parts.method.clone(),
-        RequestPath::of(&parts.uri),
-    );
     // Explain shows when each step happened, and changes nothing (no session renewal).
-    trace.dry_run = true;
+    let mut trace = Trace::of_request(&parts, true);
     let conn = Conn {
         tls,
         trusted: rt.is_trusted(peer),

@@ -179,6 +179,25 @@ impl Trace {
         }
     }
 
+    /// The trace of a request as it arrived: its X-Request-Id kept when well-formed, else a new
+    /// one and a step saying so. `dry_run` (explain) times every step and changes nothing.
+    pub fn of_request(parts: &http::request::Parts, dry_run: bool) -> Self {
+        let (request_id, replaced) = super::request_id::of(&parts.headers);
+        let mut trace = Trace::start(
+            request_id,
+            parts.method.clone(),
+            RequestPath::of(&parts.uri),
+        );
+        trace.dry_run = dry_run;
+        if replaced {
+            trace.step(
+                Stage::Limits,
+                "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
+            );
+        }
+        trace
+    }
+
     /// The request is about to be sent upstream.
     pub fn upstream_sending(&mut self) {
         self.sent_us = self.elapsed_us();

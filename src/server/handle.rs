@@ -14,7 +14,7 @@ use crate::oidc::Conn;
 use crate::pipeline::answer::{self, Answer};
 use crate::pipeline::body::Body;
 use crate::pipeline::headers::{Client, Peer};
-use crate::pipeline::trace::{RequestPath, Stage, Trace};
+use crate::pipeline::trace::Trace;
 use crate::pipeline::unauthenticated::Mode;
 use crate::pipeline::{Prepared, admit, decide_route, echo, endpoints, prepare, refusal};
 use crate::pipeline::{request_id, upstream};
@@ -33,18 +33,7 @@ pub fn handle(
     let rt = app.runtime();
     let upgrade = upstream::is_upgrade(&req);
     let (mut parts, body) = req.into_parts();
-    let (request_id, replaced) = request_id::of(&parts.headers);
-    let mut trace = Trace::start(
-        request_id,
-        parts.method.clone(),
-        RequestPath::of(&parts.uri),
-    );
-    if replaced {
-        trace.step(
-            Stage::Limits,
-            "replaced a malformed X-Request-Id (1-128 of A-Za-z0-9._:- expected)",
-        );
-    }
+    let mut trace = Trace::of_request(&parts, false);
     let conn = Conn {
         tls: client.tls,
         trusted: rt.is_trusted(client.ip),
