@@ -314,7 +314,9 @@ fn authenticators(
         } else if decided_by.as_ref() == Some(name) {
             settled = true;
             "authenticated".to_owned()
-        } else if refused_by.as_ref() == Some(name) && found.is_some() {
+        } else if refused_by.as_ref() == Some(name) {
+            // The trace names who refused; the credential may have come from the handshake
+            // (a WebSocket bearer subprotocol), which the request as sent does not show.
             settled = true;
             match refusal {
                 Some(r) => format!("refused: {}", r.reason.code()),

@@ -376,3 +376,33 @@ routes:
     assert!(out.stderr.contains("user info"), "{}", out.all());
     assert!(!out.all().contains("hunter2"), "{}", out.all());
 }
+
+/// The verdict per authenticator is the trace's: a token offered as a WebSocket subprotocol is
+/// not in the request's headers as sent, and the authenticator that refused it still says so.
+#[test]
+fn a_subprotocol_token_refused_is_reported_as_refused_by_its_authenticator() {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("not.a.jwt");
+    let protocol = format!("Sec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.{token}");
+    let (code, r) = explain_json(&[
+        "GET",
+        "http://127.0.0.1:8080/live/x",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "-H",
+        &protocol,
+    ]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["refusal"]["reason"], "jwt.malformed", "{r:#}");
+    assert_eq!(r["authenticators"][0]["name"], "consumer-jwt", "{r:#}");
+    assert_eq!(
+        r["authenticators"][0]["decided"], "refused: jwt.malformed",
+        "{r:#}"
+    );
+}
