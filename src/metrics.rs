@@ -291,8 +291,8 @@ impl Metrics {
             if let Some(us) = trace.upstream_us(elapsed_us) {
                 match &handles.upstream {
                     Some(h) => h.observe(us),
-                    // The cached handles were made for a request without an upstream (the
-                    // builtin echo), or for another upstream after a reload.
+                    // The cached handles were made for a request of the same route, status
+                    // and reason that no upstream answered (a connect failure's 502, say).
                     None => self
                         .upstream_latency
                         .get_or_create(&UpstreamLabels {

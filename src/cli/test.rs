@@ -24,7 +24,8 @@ struct Case {
     expect: Expect,
 }
 
-#[derive(Debug, Deserialize)]
+/// Its header and cookie values may be credentials: `Debug` shows names only.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CaseRequest {
     #[serde(default = "get")]
@@ -39,6 +40,19 @@ struct CaseRequest {
     /// A JWT minted from the config for a consumer, sent as `Authorization: Bearer`.
     #[serde(default)]
     token: Option<TokenSpec>,
+}
+
+impl std::fmt::Debug for CaseRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseRequest")
+            .field("method", &self.method)
+            .field("path", &crate::explain::path_only(&self.url))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("cookies", &self.cookies.keys().collect::<Vec<_>>())
+            .field("peer", &self.peer)
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 fn get() -> String {

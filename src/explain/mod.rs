@@ -18,8 +18,9 @@ use crate::pipeline::runtime::Runtime;
 pub use self::report::Report;
 pub use crate::pipeline::dry_run::Where;
 
-/// A request as explain's callers describe it.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// A request as explain's callers describe it. Its header and cookie values may be
+/// credentials: its `Debug` shows names only.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Asked {
     pub method: String,
@@ -31,6 +32,27 @@ pub struct Asked {
     /// The client address (default 127.0.0.1), checked against `trusted_proxies`.
     #[serde(default)]
     pub peer: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |pairs: &[(String, String)]| -> Vec<String> {
+            pairs.iter().map(|(n, _)| n.clone()).collect()
+        };
+        f.debug_struct("Asked")
+            .field("method", &self.method)
+            .field("path", &path_only(&self.url))
+            .field("headers", &names(&self.headers))
+            .field("cookies", &names(&self.cookies))
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A described URL's path: no user info, no query (either may hold a credential).
+pub fn path_only(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .map_or_else(|_| "(not a URL)".to_owned(), |u| u.path().to_owned())
 }
 
 /// `{"Name": "value"}` as pairs, or `[["Name","value"]]` when a name repeats.
@@ -139,4 +161,27 @@ pub fn parse_cookies(text: &str) -> Result<Vec<(String, String)>, String> {
                 .ok_or_else(|| format!("--cookie {pair:?}: expected name=value"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_names_never_values() {
+        let asked = Asked {
+            method: "GET".to_owned(),
+            url: "http://u:hunter2@h/api/x?access_token=tok-in-query".to_owned(),
+            headers: vec![("x-api-key".to_owned(), "key-in-header".to_owned())],
+            cookies: vec![("session".to_owned(), "cookie-value".to_owned())],
+            peer: None,
+        };
+        let shown = format!("{asked:?}");
+        assert!(
+            shown.contains("/api/x") && shown.contains("x-api-key") && shown.contains("session")
+        );
+        for secret in ["hunter2", "tok-in-query", "key-in-header", "cookie-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }
