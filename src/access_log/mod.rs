@@ -96,11 +96,6 @@ impl AccessLog {
         });
     }
 
-    /// Lines dropped because the destination did not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.writer.dropped()
-    }
-
     /// Writes every line so far (shutdown, reload).
     pub fn flush(&self) {
         self.writer.flush();

@@ -81,7 +81,8 @@ impl Writer {
     /// Appends one or more complete lines.
     pub fn append(&self, lines: &[u8]) {
         let mut state = lock(&self.shared.state);
-        if state.pending.len() + lines.len() > MAX_PENDING {
+        // Stopped (or never started): nothing will write them.
+        if state.stop || state.pending.len() + lines.len() > MAX_PENDING {
             drop(state);
             self.shared.dropped.inc();
             return;
@@ -91,11 +92,6 @@ impl Writer {
         if before < WAKE_AT && state.pending.len() >= WAKE_AT {
             self.shared.wake.notify_one();
         }
-    }
-
-    /// Lines dropped because the destination did not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.shared.dropped.get()
     }
 
     /// Writes everything appended so far before returning (at most `FLUSH_WAIT`).
@@ -281,7 +277,7 @@ mod tests {
                     reopen: false,
                     flush_asked: 0,
                     flush_done: 0,
-                    stop: true,
+                    stop: false,
                 }),
                 wake: Condvar::new(),
                 written: Condvar::new(),
@@ -298,6 +294,19 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(dropped.get(), 5 * 1024 - (MAX_PENDING / 1024) as u64);
         assert_eq!(lock(&writer.shared.state).pending.len(), MAX_PENDING);
+    }
+
+    /// A writer whose thread is gone (or never started) keeps nothing: every line is counted.
+    #[test]
+    fn a_stopped_writer_counts_every_line_as_dropped() {
+        let dropped = Counter::default();
+        let writer = Writer::start(Destination::Stderr, dropped.clone());
+        lock(&writer.shared.state).stop = true;
+        for _ in 0..3 {
+            writer.append(b"line\n");
+        }
+        assert_eq!(dropped.get(), 3);
+        assert!(lock(&writer.shared.state).pending.is_empty());
     }
 
     #[test]
