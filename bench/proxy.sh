@@ -346,9 +346,6 @@ measure_idle() {
     IDLE_ORDER+=("$name")
 }
 
-# check_ratio LABEL VALUE OP THRESHOLD -> prints a line with PASS/MISS
-# (OP is >= or <=; VALUE may be n/a).
-
 # ------------------------------------------------------------------ pinning --
 if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
     PIN_PROXY=(taskset -c 0)  # proxy under test: core 0
