@@ -24,6 +24,10 @@ struct Probe {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The upstream answered 401 or 403: whether keyway injects credentials for it (the
+    /// warning `probe_warnings` gives says which of the two cases this is).
+    #[serde(skip)]
+    refused_with_inject: Option<bool>,
 }
 
 pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> ExitCode {
@@ -65,7 +69,7 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
     } else {
         Vec::new()
     };
-    warnings.extend(probe_warnings(&probes, &loaded.runtime, file));
+    warnings.extend(probe_warnings(&probes, file));
     let failed = probes.iter().any(|p| !p.ok);
     if as_json {
         let mut out = json!({"errors": [], "warnings": warnings});
@@ -105,17 +109,12 @@ pub fn check(path: &Path, probe: bool, token: Option<&Path>, as_json: bool) -> E
 }
 
 /// An upstream that refused the probe (F5), as a warning at its place in the file.
-fn probe_warnings(probes: &[Probe], rt: &Runtime, file: &FileConfig) -> Vec<Warning> {
+fn probe_warnings(probes: &[Probe], file: &FileConfig) -> Vec<Warning> {
     let mut d = crate::pipeline::compile::Diagnostics::default();
     for p in probes {
-        let Some(status) = p.status.filter(|s| *s == 401 || *s == 403) else {
+        let (Some(injects), Some(status)) = (p.refused_with_inject, p.status) else {
             continue;
         };
-        let injects = rt
-            .upstreams
-            .iter()
-            .find(|u| *u.name == p.upstream)
-            .is_some_and(|u| !u.inject.is_empty());
         let at = file.upstreams.get(&p.upstream).map(|s| &s.referenced);
         let place = format!("upstreams.{}", p.upstream);
         if injects {
@@ -175,17 +174,19 @@ async fn probe_one(upstream: &Upstream, authority: &Authority, pool: &Pool) -> P
                 status: None,
                 ok: false,
                 error: Some(format!("bad probe request: {e}")),
+                refused_with_inject: None,
             };
         }
     };
     match tokio::time::timeout(upstream.timeouts.request, send_probe(pool, req)).await {
         Ok(Ok(status)) => {
             let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            let injects = !upstream.inject.is_empty();
             let error = refused.then(|| {
-                if upstream.inject.is_empty() {
-                    format!("the upstream answered {status} and keyway injects no credentials for it: add inject")
-                } else {
+                if injects {
                     format!("the upstream refused the injected credentials ({status})")
+                } else {
+                    format!("the upstream answered {status} and keyway injects no credentials for it: add inject")
                 }
             });
             Probe {
@@ -193,6 +194,7 @@ async fn probe_one(upstream: &Upstream, authority: &Authority, pool: &Pool) -> P
                 status: Some(status.as_u16()),
                 ok: !refused,
                 error,
+                refused_with_inject: refused.then_some(injects),
             }
         }
         Ok(Err(cause)) => Probe {
@@ -200,12 +202,14 @@ async fn probe_one(upstream: &Upstream, authority: &Authority, pool: &Pool) -> P
             status: None,
             ok: false,
             error: Some(format!("cannot reach {}: {cause}", upstream.origin())),
+            refused_with_inject: None,
         },
         Err(_) => Probe {
             upstream: name,
             status: None,
             ok: false,
             error: Some(format!("no answer from {} in time", upstream.origin())),
+            refused_with_inject: None,
         },
     }
 }
