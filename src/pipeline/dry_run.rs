@@ -164,14 +164,14 @@ fn describe(rt: &Runtime, route: &Route, parts: &Parts) -> Described {
         upstream.origin(),
         redact_query(path_and_query, &secret_query)
     );
-    let secret_headers = secret_header_names(rt, route);
+    let secret_headers = secret_header_names(rt);
     let headers = parts
         .headers
         .iter()
         .map(|(name, value)| {
             let shown = if name == header::COOKIE {
                 redact_cookies(value)
-            } else if secret_headers.iter().any(|s| s == name.as_str()) {
+            } else if value.is_sensitive() || secret_headers.iter().any(|s| s == name.as_str()) {
                 format!("<redacted:{name}>")
             } else {
                 String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -186,8 +186,10 @@ fn describe(rt: &Runtime, route: &Route, parts: &Parts) -> Described {
     }
 }
 
-/// Header names whose values are secrets: credentials, injected values, passed tokens.
-pub fn secret_header_names(rt: &Runtime, route: &Route) -> Vec<String> {
+/// Header names whose values are secrets though keyway did not set them: the client's
+/// credentials wherever an authenticator reads them. (Every value keyway sets that is a secret,
+/// injected or passed on, is marked sensitive and redacted for that.)
+pub fn secret_header_names(rt: &Runtime) -> Vec<String> {
     let mut names: Vec<String> = [
         "authorization",
         "proxy-authorization",
@@ -196,13 +198,6 @@ pub fn secret_header_names(rt: &Runtime, route: &Route) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec();
-    names.extend(
-        route
-            .upstream
-            .inject
-            .iter()
-            .map(|(n, _)| n.as_str().to_owned()),
-    );
     for auth in &rt.authenticators {
         for source in auth.sources() {
             if let Source::Header { name, twin, .. } = source {

@@ -406,3 +406,34 @@ fn a_subprotocol_token_refused_is_reported_as_refused_by_its_authenticator() {
         "{r:#}"
     );
 }
+
+/// An injected header of any name is redacted: the value keyway sets is marked sensitive, and
+/// explain redacts every sensitive value, not a list of names.
+#[test]
+fn an_injected_header_of_any_name_is_described_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "keyway.yaml",
+        r#"
+upstreams:
+  tools: {builtin: echo, inject: {X-Tools-Key: "tools-secret-123"}}
+routes:
+  - {name: tools, match: {path_prefix: /}, upstream: tools, auth: []}
+"#,
+    );
+    let out = keyway(
+        &["explain", "-c", &config, "GET", "http://a/run", "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let r = out.json();
+    let headers: Vec<(String, String)> =
+        serde_json::from_value(r["upstream"]["headers"].clone()).unwrap();
+    assert!(
+        headers.contains(&("x-tools-key".into(), "<redacted:x-tools-key>".into())),
+        "{headers:?}"
+    );
+    assert!(!out.all().contains("tools-secret-123"), "{}", out.all());
+}
